@@ -1,0 +1,41 @@
+// Package copier carries out COPY and ADD: it selects sources under a source
+// root (the build context, or another stage's or image's root filesystem)
+// and writes them into a destination root filesystem with Dockerfile/BuildKit
+// semantics. It works on host paths only; the caller has mounted both roots.
+package copier
+
+// Request is one COPY/ADD instruction.
+type Request struct {
+	// SrcRoot is the directory sources are relative to. Nothing outside it
+	// is ever read: symlinks met while resolving a source are followed only
+	// within SrcRoot (an absolute target restarts at SrcRoot).
+	SrcRoot string
+	// Sources are the source patterns as written (after ARG/ENV expansion).
+	Sources []string
+	// Inline files (COPY <<EOF heredocs) written to Dest/Name.
+	Inline []Inline
+	// Ignore holds .dockerignore patterns (context only; nil otherwise).
+	Ignore []string
+	// Excludes holds COPY --exclude patterns.
+	Excludes []string
+
+	// DestRoot is the destination root filesystem (mounted, writable).
+	DestRoot string
+	// Dest is the destination as written; relative to Workdir when not absolute.
+	Dest    string
+	Workdir string
+
+	Chown   string // "" = 0:0; "user[:group]" names resolved in DestRoot's /etc/passwd and /etc/group
+	Chmod   string // "" = keep source modes; octal
+	Add     bool   // ADD: local tar archives are extracted
+	Parents bool   // --parents
+	// Epoch, when non-nil (unix seconds), clamps written mtimes (SOURCE_DATE_EPOCH).
+	Epoch *int64
+}
+
+// Inline is a file whose content comes from the Dockerfile.
+type Inline struct {
+	Name string
+	Data []byte
+	Mode uint32
+}

@@ -1,0 +1,26 @@
+package snapshot
+
+// This file fixes the API other packages code against. Implementations live
+// in the other files of the package.
+
+// Mount describes one mount for package exec to perform. Target is a path
+// inside the container's root ("/" for the root filesystem itself).
+type Mount struct {
+	Type    string   // "overlay", "bind", "tmpfs", ...
+	Source  string   // host path for bind; "overlay"/"tmpfs" otherwise
+	Target  string   // path inside the root
+	Options []string // e.g. lowerdir=..., upperdir=..., workdir=..., ro, rbind
+}
+
+// Snapshot is a committed, immutable layer directory.
+type Snapshot struct {
+	Key string // the key it was committed under (a hex digest)
+	Dir string // absolute path of the layer's files (overlay lowerdir)
+}
+
+// Active is a writable snapshot being made.
+type Active struct {
+	Dir  string // the upper dir: what the step writes
+	Work string // overlay work dir, same filesystem as Dir
+	tmp  string // the temp dir holding both; renamed on Commit
+}
