@@ -1,0 +1,222 @@
+// Package builder turns a planned Dockerfile into an image: it runs the
+// stages as a graph (independent stages at the same time), each step in the
+// sandbox over overlay snapshots, reuses cached steps, and commits the final
+// stage's layers and config into the local store.
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/strata-build/strata/cache"
+	"github.com/strata-build/strata/dag"
+	"github.com/strata-build/strata/dockerfile"
+	"github.com/strata-build/strata/progress"
+	"github.com/strata-build/strata/registry"
+	"github.com/strata-build/strata/snapshot"
+)
+
+// Options describe one build.
+type Options struct {
+	Root           string // state directory (--root)
+	ContextDir     string
+	DockerfilePath string // may lie outside the context
+	BuildArgs      map[string]string
+	Target         string
+	Platform       string // linux/amd64 when empty
+	NoCache        bool
+	Jobs           int        // concurrent stages; NumCPU when < 1
+	Epoch          *time.Time // SOURCE_DATE_EPOCH
+	Registry       registry.Options
+	Progress       progress.Sink
+}
+
+// Builder runs builds on one state root.
+type Builder struct {
+	store *registry.Store
+	snaps *snapshot.Store
+	cache cache.Store
+	root  string
+}
+
+// New opens the state under root.
+func New(root string) (*Builder, error) {
+	store, err := registry.OpenStore(root)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := snapshot.Open(filepath.Join(root, "snapshots"))
+	if err != nil {
+		return nil, err
+	}
+	c, err := cache.OpenLocal(filepath.Join(root, "cache"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o700); err != nil {
+		return nil, err
+	}
+	return &Builder{store: store, snaps: snaps, cache: c, root: root}, nil
+}
+
+// Store is the local image store the builder writes into.
+func (b *Builder) Store() *registry.Store { return b.store }
+
+// Snapshots is the snapshot store the builder uses.
+func (b *Builder) Snapshots() *snapshot.Store { return b.snaps }
+
+// Build runs a build and returns the image of the target stage, written to
+// the local store (untagged).
+func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error) {
+	if o.Platform == "" {
+		o.Platform = "linux/" + runtime.GOARCH
+	}
+	if o.Progress == nil {
+		o.Progress = progress.Discard{}
+	}
+	if o.Jobs < 1 {
+		o.Jobs = runtime.NumCPU()
+	}
+	data, err := os.ReadFile(o.DockerfilePath)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	name := filepath.Base(o.DockerfilePath)
+	df, err := dockerfile.Parse(name, data)
+	if err != nil {
+		return nil, err
+	}
+	bc, err := newBuildContext(o.ContextDir, o.DockerfilePath)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{}}
+	plan, err := df.Plan(ctx, dockerfile.Options{
+		BuildArgs: o.BuildArgs,
+		Target:    o.Target,
+		Platform:  o.Platform,
+		Resolver:  r,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var g dag.Graph[*dockerfile.Stage]
+	for _, s := range plan.Stages {
+		g.Add(s, s.Deps...)
+	}
+	err = g.Run(ctx, o.Jobs, func(ctx context.Context, s *dockerfile.Stage) error {
+		st, err := r.runStage(ctx, s)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.results[s] = st
+		r.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.commitImage(ctx, r.results[plan.Target])
+}
+
+// run is the state of one build.
+type run struct {
+	b   *Builder
+	o   Options
+	ctx *buildContext
+
+	mu      sync.Mutex
+	images  map[string]*registry.Image // resolved external images by ref as written
+	results map[*dockerfile.Stage]*state
+	stepID  int
+}
+
+// ResolveImageConfig implements dockerfile.ImageResolver: it makes the image
+// available locally (pulling when needed) and returns its config.
+func (r *run) ResolveImageConfig(ctx context.Context, ref string) (*v1.ConfigFile, error) {
+	img, err := r.image(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return img.Config, nil
+}
+
+func (r *run) image(ctx context.Context, ref string) (*registry.Image, error) {
+	r.mu.Lock()
+	img, ok := r.images[ref]
+	r.mu.Unlock()
+	if ok {
+		return img, nil
+	}
+	img, err := r.b.store.Resolve(ctx, ref, r.o.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("resolving image %s: %w", ref, err)
+	}
+	r.mu.Lock()
+	r.images[ref] = img
+	r.mu.Unlock()
+	return img, nil
+}
+
+func (r *run) stageResult(s *dockerfile.Stage) (*state, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.results[s]
+	if !ok {
+		return nil, fmt.Errorf("stage %s has not been built", stageName(s))
+	}
+	return st, nil
+}
+
+func (r *run) nextStepID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stepID++
+	return r.stepID
+}
+
+func stageName(s *dockerfile.Stage) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return fmt.Sprint(s.Index)
+}
+
+// StepError is a failed step, tied to its Dockerfile line.
+type StepError struct {
+	Loc  dockerfile.Location
+	Text string
+	Err  error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %v", e.Loc.File, e.Loc.Line, e.Text, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// ExitError is a RUN command that exited non-zero.
+type ExitError struct {
+	Code int
+	Tail []string // last lines of output
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("did not complete successfully: exit code: %d", e.Code)
+}
+
+// IsExit reports whether err is a failing RUN command and returns it.
+func IsExit(err error) (*ExitError, bool) {
+	var e *ExitError
+	ok := errors.As(err, &e)
+	return e, ok
+}

@@ -1,0 +1,81 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/strata-build/strata/cache"
+	"github.com/strata-build/strata/registry"
+	"github.com/strata-build/strata/snapshot"
+)
+
+// commitImage exports the layers of st that have no blob yet and writes the
+// image config and manifest into the store.
+func (r *run) commitImage(ctx context.Context, st *state) (*registry.Image, error) {
+	layers := make([]registry.Layer, 0, len(st.layers))
+	for i := range st.layers {
+		l, err := r.exportLayer(ctx, &st.layers[i])
+		if err != nil {
+			return nil, err
+		}
+		layers = append(layers, l)
+	}
+	cfg := st.config.DeepCopy()
+	cfg.History = st.history
+	cfg.Created = r.lastCreated(st)
+	if cfg.OS == "" {
+		cfg.OS = "linux"
+	}
+	img, err := r.b.store.WriteImage(ctx, cfg, layers, true)
+	if err != nil {
+		return nil, fmt.Errorf("writing image: %w", err)
+	}
+	return img, nil
+}
+
+// exportLayer returns a layer's blob, diffing its snapshot into a new
+// compressed blob when it has none, and records the blob in the step's
+// cache entry so that a rebuild does not diff again.
+func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, error) {
+	if ref.layer != nil {
+		return *ref.layer, nil
+	}
+	var opts snapshot.DiffOptions
+	if r.o.Epoch != nil {
+		opts.Epoch = r.o.Epoch
+	}
+	l, err := r.b.store.WriteLayer(ctx, func(w io.Writer) error {
+		_, err := snapshot.Diff(ctx, ref.snap.Dir, w, opts)
+		return err
+	}, registry.Gzip, 0)
+	if err != nil {
+		return registry.Layer{}, fmt.Errorf("exporting layer: %w", err)
+	}
+	ref.layer = &l
+	if ref.entry != "" {
+		e, ok, err := r.b.cache.Get(ref.entry)
+		if err == nil && ok {
+			e.Layer = &cache.Layer{Digest: l.Digest.String(), DiffID: l.DiffID.String(), Size: l.Size, MediaType: string(l.MediaType)}
+			if err := r.b.cache.Put(e); err != nil {
+				return registry.Layer{}, err
+			}
+		}
+	}
+	return l, nil
+}
+
+func layerFromCache(c cache.Layer) (registry.Layer, error) {
+	d, err := v1.NewHash(c.Digest)
+	if err != nil {
+		return registry.Layer{}, err
+	}
+	diffID, err := v1.NewHash(c.DiffID)
+	if err != nil {
+		return registry.Layer{}, err
+	}
+	return registry.Layer{Digest: d, DiffID: diffID, Size: c.Size, MediaType: types.MediaType(c.MediaType)}, nil
+}

@@ -1,0 +1,300 @@
+package builder
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/strata-build/strata/cache"
+	"github.com/strata-build/strata/dockerfile"
+	"github.com/strata-build/strata/progress"
+	"github.com/strata-build/strata/registry"
+	"github.com/strata-build/strata/snapshot"
+)
+
+// state is a stage's filesystem and config at some step.
+type state struct {
+	layers  []layerRef // bottom first
+	config  *v1.ConfigFile
+	history []v1.History
+	key     string // cache key of the last step (the chain so far)
+}
+
+// layerRef is one layer of a state: its snapshot, and its blob once known.
+type layerRef struct {
+	snap  snapshot.Snapshot
+	layer *registry.Layer
+	entry string // cache entry to record the blob in once exported; "" for image layers
+}
+
+// lowers returns the snapshots top first, as overlayfs wants them.
+func (s *state) lowers() []snapshot.Snapshot {
+	out := make([]snapshot.Snapshot, len(s.layers))
+	for i, l := range s.layers {
+		out[len(s.layers)-1-i] = l.snap
+	}
+	return out
+}
+
+func (s *state) clone() *state {
+	c := *s
+	c.layers = append([]layerRef(nil), s.layers...)
+	c.history = append([]v1.History(nil), s.history...)
+	return &c
+}
+
+// runStage builds one stage.
+func (r *run) runStage(ctx context.Context, s *dockerfile.Stage) (*state, error) {
+	st, err := r.baseState(ctx, s)
+	if err != nil {
+		return nil, &StepError{Loc: s.Loc, Text: "FROM", Err: err}
+	}
+	for i, step := range s.Steps {
+		st, err = r.runStep(ctx, s, i, step, st)
+		if err != nil {
+			return nil, err
+		}
+	}
+	st.config = s.Config
+	return st, nil
+}
+
+func (r *run) baseState(ctx context.Context, s *dockerfile.Stage) (*state, error) {
+	switch {
+	case s.BaseStage != nil:
+		base, err := r.stageResult(s.BaseStage)
+		if err != nil {
+			return nil, err
+		}
+		return base.clone(), nil
+	case s.Scratch:
+		return &state{key: cache.Key("scratch", s.Platform)}, nil
+	}
+	img, err := r.image(ctx, s.BaseImage)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{key: cache.Key("image", img.Digest.String())}
+	st.history = append(st.history, img.Config.History...)
+	for _, l := range img.Layers {
+		snap, err := r.unpack(ctx, l)
+		if err != nil {
+			return nil, err
+		}
+		l := l
+		st.layers = append(st.layers, layerRef{snap: snap, layer: &l})
+	}
+	return st, nil
+}
+
+// unpack makes the snapshot of an image layer, shared by every image and
+// step that uses the layer.
+func (r *run) unpack(ctx context.Context, l registry.Layer) (snapshot.Snapshot, error) {
+	key := l.DiffID.Hex
+	if snap, ok := r.b.snaps.Get(key); ok {
+		return snap, nil
+	}
+	rc, err := r.b.store.OpenLayer(ctx, l)
+	if err != nil {
+		return snapshot.Snapshot{}, err
+	}
+	defer rc.Close()
+	snap, err := r.b.snaps.Unpack(ctx, key, rc)
+	if err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("unpacking layer %s: %w", l.Digest, err)
+	}
+	return snap, nil
+}
+
+// stepKey digests everything that can change what a step produces: the
+// chain so far, the instruction, its environment and user, the config it
+// leaves behind, and what it reads (sources).
+func stepKey(parent string, step *dockerfile.Step, extra ...string) string {
+	cfg, _ := json.Marshal(configForKey(step.Config))
+	parts := []string{parent, fmt.Sprint(step.Kind), step.Text, strings.Join(step.Env, "\x00"), step.User, string(cfg)}
+	return cache.Key(append(parts, extra...)...)
+}
+
+// configForKey drops the fields the builder itself fills in.
+func configForKey(c *v1.ConfigFile) *v1.ConfigFile {
+	if c == nil {
+		return nil
+	}
+	cc := *c
+	cc.History = nil
+	cc.RootFS = v1.RootFS{}
+	cc.Created = v1.Time{}
+	return &cc
+}
+
+func (r *run) runStep(ctx context.Context, s *dockerfile.Stage, i int, step *dockerfile.Step, st *state) (*state, error) {
+	id := r.nextStepID()
+	ev := progress.Event{Stage: stageName(s), Step: i + 1, Steps: len(s.Steps), ID: id, Text: step.Text, File: step.Loc.File, Line: step.Loc.Line}
+	start := time.Now()
+	ev.Kind, ev.Time = progress.Start, start
+	if step.Kind != dockerfile.Meta {
+		r.o.Progress.Event(ev)
+	}
+
+	next, cached, err := r.doStep(ctx, s, id, step, st)
+	ev.Kind, ev.Time, ev.Duration, ev.Cached, ev.Err = progress.Done, time.Now(), time.Since(start), cached, err
+	if step.Kind != dockerfile.Meta {
+		r.o.Progress.Event(ev)
+	}
+	if err != nil {
+		return nil, &StepError{Loc: step.Loc, Text: step.Text, Err: err}
+	}
+	return next, nil
+}
+
+// doStep runs or reuses one step and returns the state after it.
+func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *dockerfile.Step, st *state) (*state, bool, error) {
+	next := st.clone()
+	next.config = step.Config
+	if step.Kind == dockerfile.Meta {
+		next.key = stepKey(st.key, step)
+		next.history = append(next.history, v1.History{
+			Created:    r.lastCreated(st),
+			CreatedBy:  step.Text,
+			Comment:    "buildkit.dockerfile.v0",
+			EmptyLayer: true,
+		})
+		return next, false, nil
+	}
+
+	extra, err := r.inputKey(ctx, step)
+	if err != nil {
+		return nil, false, err
+	}
+	key := stepKey(st.key, step, extra...)
+	next.key = key
+	noCache := r.o.NoCache
+	if !noCache {
+		if e, ok, err := r.b.cache.Get(key); err != nil {
+			return nil, false, err
+		} else if ok && r.usable(e) {
+			r.apply(next, e)
+			return next, true, nil
+		}
+	}
+
+	a, err := r.b.snaps.Prepare(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			r.b.snaps.Abort(a)
+		}
+	}()
+	switch step.Kind {
+	case dockerfile.Run:
+		err = r.execRun(ctx, s, id, step, st, a)
+	case dockerfile.Copy:
+		err = r.execCopy(ctx, step, st, a)
+	case dockerfile.Workdir:
+		err = r.execWorkdir(ctx, step, st, a)
+	default:
+		err = fmt.Errorf("unknown step kind %d", step.Kind)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+
+	e := cache.Entry{Key: key, History: v1.History{
+		Created:   r.now(),
+		CreatedBy: step.Text,
+		Comment:   "buildkit.dockerfile.v0",
+	}}
+	empty, err := isEmptyDir(a.Dir)
+	if err != nil {
+		return nil, false, err
+	}
+	if empty {
+		e.Empty = true
+		e.History.EmptyLayer = true
+	} else {
+		// A --no-cache run may differ from what is cached under the same
+		// key, so its snapshot gets a key of its own.
+		snapKey := key
+		if noCache {
+			snapKey = cache.Key(key, "no-cache", fmt.Sprint(time.Now().UnixNano()), fmt.Sprint(os.Getpid()))
+		}
+		if _, err := r.b.snaps.Commit(ctx, a, snapKey); err != nil {
+			return nil, false, err
+		}
+		committed = true
+		e.Snapshot = snapKey
+	}
+	if err := r.b.cache.Put(e); err != nil {
+		return nil, false, err
+	}
+	r.apply(next, e)
+	return next, false, nil
+}
+
+// usable reports whether a cache entry's snapshot (and blob, if recorded)
+// still exist; anything else is a miss, never a failure.
+func (r *run) usable(e cache.Entry) bool {
+	if e.Empty {
+		return true
+	}
+	if _, ok := r.b.snaps.Get(e.Snapshot); !ok {
+		return false
+	}
+	return true
+}
+
+// apply adds a step's result to a state.
+func (r *run) apply(st *state, e cache.Entry) {
+	st.history = append(st.history, e.History)
+	if e.Empty {
+		return
+	}
+	snap, _ := r.b.snaps.Get(e.Snapshot)
+	ref := layerRef{snap: snap, entry: e.Key}
+	if e.Layer != nil {
+		if l, err := layerFromCache(*e.Layer); err == nil && r.b.store.HasBlob(l.Digest) {
+			ref.layer = &l
+		}
+	}
+	st.layers = append(st.layers, ref)
+}
+
+func (r *run) now() v1.Time {
+	if r.o.Epoch != nil {
+		return v1.Time{Time: r.o.Epoch.UTC()}
+	}
+	return v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
+}
+
+// lastCreated gives metadata-only steps the time of the step before them,
+// so that a rebuild from cache reproduces the same config.
+func (r *run) lastCreated(st *state) v1.Time {
+	if r.o.Epoch != nil {
+		return v1.Time{Time: r.o.Epoch.UTC()}
+	}
+	if n := len(st.history); n > 0 {
+		return st.history[n-1].Created
+	}
+	return v1.Time{}
+}
+
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && len(names) == 0 {
+		return true, nil
+	}
+	return len(names) == 0, nil
+}

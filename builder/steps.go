@@ -1,0 +1,227 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/strata-build/strata/copier"
+	"github.com/strata-build/strata/dockerfile"
+	"github.com/strata-build/strata/exec"
+	"github.com/strata-build/strata/snapshot"
+)
+
+// Helper names run by exec in a child with mounts made.
+const (
+	helperCopy  = "copy"
+	helperMkdir = "mkdir"
+)
+
+// Helpers returns the functions that exec.Child runs in helper processes.
+func Helpers() map[string]func(payload []byte) error {
+	return map[string]func([]byte) error{
+		helperCopy:  runCopyHelper,
+		helperMkdir: runMkdirHelper,
+	}
+}
+
+// inputKey returns what a step reads beyond its instruction text: the
+// checksum of COPY sources, the state of stages it reads, inline data.
+func (r *run) inputKey(ctx context.Context, step *dockerfile.Step) ([]string, error) {
+	var out []string
+	switch step.Kind {
+	case dockerfile.Copy:
+		c := step.Copy
+		for _, in := range c.Inline {
+			out = append(out, "inline", in.Name, digestBytes(in.Data), fmt.Sprint(in.Mode))
+		}
+		switch {
+		case c.FromStage != nil:
+			src, err := r.stageResult(c.FromStage)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "stage", src.key)
+		case c.FromImage != "":
+			img, err := r.image(ctx, c.FromImage)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "image", img.Digest.String())
+		case len(c.Sources) > 0:
+			sum, err := copier.Checksum(ctx, r.copyRequest(c, r.ctx.dir, ""))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, "context", sum)
+		}
+	case dockerfile.Run:
+		for _, f := range step.Run.Files {
+			out = append(out, "file", f.Path, digestBytes(f.Data), fmt.Sprint(f.Mode))
+		}
+		out = append(out, "stdin", digestBytes(step.Run.Stdin))
+		for _, m := range step.Run.Mounts {
+			mk, err := r.mountKey(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, mk...)
+		}
+	}
+	return out, nil
+}
+
+func digestBytes(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// copyRequest builds the copier request for a COPY/ADD step; srcRoot and
+// destRoot are where the helper finds the two filesystems.
+func (r *run) copyRequest(c *dockerfile.CopyStep, srcRoot, destRoot string) copier.Request {
+	req := copier.Request{
+		SrcRoot:  srcRoot,
+		Sources:  c.Sources,
+		Excludes: c.Excludes,
+		DestRoot: destRoot,
+		Dest:     c.Dest,
+		Workdir:  c.Workdir,
+		Chown:    c.Chown,
+		Chmod:    c.Chmod,
+		Add:      c.Add,
+		Parents:  c.Parents,
+	}
+	for _, in := range c.Inline {
+		req.Inline = append(req.Inline, copier.Inline{Name: in.Name, Data: in.Data, Mode: in.Mode})
+	}
+	if c.FromStage == nil && c.FromImage == "" {
+		req.Ignore = r.ctx.ignore
+	}
+	if r.o.Epoch != nil {
+		e := r.o.Epoch.Unix()
+		req.Epoch = &e
+	}
+	return req
+}
+
+// scratchDir makes a per-step directory under ROOT/tmp for mount points and
+// provided files; the caller removes it.
+func (r *run) scratchDir() (string, error) {
+	return os.MkdirTemp(filepath.Join(r.b.root, "tmp"), "step-")
+}
+
+func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a *snapshot.Active) error {
+	c := step.Copy
+	dir, err := r.scratchDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	destRoot := filepath.Join(dir, "dest")
+	dest := snapshot.OverlayMount(st.lowers(), a)
+	dest.Target = destRoot
+	mounts := []snapshot.Mount{dest}
+
+	srcRoot := r.ctx.dir
+	var src *state
+	switch {
+	case c.FromStage != nil:
+		if src, err = r.stageResult(c.FromStage); err != nil {
+			return err
+		}
+	case c.FromImage != "":
+		img, err := r.image(ctx, c.FromImage)
+		if err != nil {
+			return err
+		}
+		src = &state{}
+		for _, l := range img.Layers {
+			snap, err := r.unpack(ctx, l)
+			if err != nil {
+				return err
+			}
+			src.layers = append(src.layers, layerRef{snap: snap})
+		}
+	}
+	if src != nil {
+		srcRoot = filepath.Join(dir, "src")
+		if len(src.layers) == 0 {
+			if err := os.Mkdir(srcRoot, 0o755); err != nil {
+				return err
+			}
+		} else {
+			m := snapshot.OverlayMount(src.lowers(), nil)
+			m.Target = srcRoot
+			mounts = append(mounts, m)
+		}
+	}
+	payload, err := json.Marshal(r.copyRequest(c, srcRoot, destRoot))
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	err = exec.RunHelper(ctx, exec.Helper{Name: helperCopy, Payload: payload, Mounts: mounts, SnapshotRoot: r.b.snaps.Root()}, &stderr)
+	if err != nil {
+		return helperError(err, &stderr)
+	}
+	return nil
+}
+
+// helperError prefers the helper's own message over exec's wrapper.
+func helperError(err error, stderr *bytes.Buffer) error {
+	msg := strings.TrimSpace(stderr.String())
+	if msg == "" {
+		return err
+	}
+	lines := strings.Split(msg, "\n")
+	return fmt.Errorf("%s", lines[len(lines)-1])
+}
+
+func runCopyHelper(payload []byte) error {
+	var req copier.Request
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return err
+	}
+	return copier.Copy(context.Background(), req)
+}
+
+type mkdirRequest struct {
+	Root string
+	Path string
+	User string
+}
+
+func (r *run) execWorkdir(ctx context.Context, step *dockerfile.Step, st *state, a *snapshot.Active) error {
+	dir, err := r.scratchDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	root := filepath.Join(dir, "root")
+	m := snapshot.OverlayMount(st.lowers(), a)
+	m.Target = root
+	payload, err := json.Marshal(mkdirRequest{Root: root, Path: step.Workdir, User: step.User})
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	err = exec.RunHelper(ctx, exec.Helper{Name: helperMkdir, Payload: payload, Mounts: []snapshot.Mount{m}, SnapshotRoot: r.b.snaps.Root()}, &stderr)
+	if err != nil {
+		return helperError(err, &stderr)
+	}
+	return nil
+}
+
+func runMkdirHelper(payload []byte) error {
+	var req mkdirRequest
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return err
+	}
+	return copier.MkdirAll(req.Root, req.Path, req.User)
+}

@@ -1,0 +1,77 @@
+package cache
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestKeyIsUnambiguous(t *testing.T) {
+	tests := []struct{ a, b []string }{
+		{[]string{"ab", "c"}, []string{"a", "bc"}},
+		{[]string{"a"}, []string{"a", ""}},
+		{[]string{}, []string{""}},
+		{[]string{"RUN x"}, []string{"RUN y"}},
+	}
+	for _, tt := range tests {
+		if Key(tt.a...) == Key(tt.b...) {
+			t.Errorf("Key(%q) == Key(%q)", tt.a, tt.b)
+		}
+	}
+	if Key("a", "b") != Key("a", "b") {
+		t.Error("Key is not deterministic")
+	}
+}
+
+func TestLocalPutGet(t *testing.T) {
+	s, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := Key("step")
+	if _, ok, err := s.Get(k); ok || err != nil {
+		t.Fatalf("empty store: ok=%v err=%v", ok, err)
+	}
+	e := Entry{Key: k, Layer: &Layer{Digest: "sha256:aa", Size: 3}}
+	e.History.CreatedBy = "RUN x"
+	if err := s.Put(e); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Get(k)
+	if err != nil || !ok {
+		t.Fatalf("Get: ok=%v err=%v", ok, err)
+	}
+	if got.Layer == nil || got.Layer.Digest != "sha256:aa" || got.History.CreatedBy != "RUN x" {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestLocalRejectsBadKeysAndTornEntries(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"../../etc/passwd", "", "zz", Key("x")[:63] + "/"} {
+		if _, _, err := s.Get(k); err == nil {
+			t.Errorf("Get(%q) accepted", k)
+		}
+		if err := s.Put(Entry{Key: k}); err == nil {
+			t.Errorf("Put(%q) accepted", k)
+		}
+	}
+	k := Key("torn")
+	if err := os.WriteFile(filepath.Join(dir, "entries", k+".json"), []byte(`{"key":"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Get(k); ok || err != nil {
+		t.Errorf("torn entry: ok=%v err=%v, want a miss", ok, err)
+	}
+	other := Key("other")
+	if err := os.WriteFile(filepath.Join(dir, "entries", k+".json"), []byte(`{"key":"`+other+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Get(k); ok {
+		t.Error("entry filed under the wrong key was trusted")
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/strata-build/strata/builder"
+	"github.com/strata-build/strata/registry"
+)
+
+func runBuild(ctx context.Context, g *globals, args []string) error {
+	fs := pflag.NewFlagSet("build", pflag.ContinueOnError)
+	var (
+		file      = fs.StringP("file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile)")
+		tags      = fs.StringArrayP("tag", "t", nil, "name the image (repeatable)")
+		push      = fs.Bool("push", false, "push the tags to their registries")
+		buildArgs = fs.StringArray("build-arg", nil, "set a build argument K=V (K alone takes it from the environment)")
+		target    = fs.String("target", "", "stage to build")
+		noCache   = fs.Bool("no-cache", false, "do not use the build cache")
+		prog      = fs.String("progress", "auto", "progress output: auto, tty, plain, json")
+		outputs   = fs.StringArrayP("output", "o", nil, "type=oci,dest=DIR | type=docker,dest=FILE.tar | type=local,dest=DIR")
+		iidfile   = fs.String("iidfile", "", "write the image digest to this file")
+		platform  = fs.String("platform", "", "target platform (linux/amd64 by default)")
+		jobs      = fs.Int("jobs", 0, "stages run at once (default: number of CPUs)")
+		insecure  = fs.StringArray("insecure-registry", nil, "use plain HTTP for this HOST:PORT")
+		quiet     = fs.BoolP("quiet", "q", false, "print only the image digest")
+	)
+	fs.StringVar(&g.root, "root", g.root, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usagef("exactly one build context is required")
+	}
+	contextDir := fs.Arg(0)
+	dockerfile := *file
+	if dockerfile == "" {
+		dockerfile = filepath.Join(contextDir, "Dockerfile")
+	}
+	ba, err := parseBuildArgs(*buildArgs)
+	if err != nil {
+		return usageError{err}
+	}
+	var outs []builder.Output
+	for _, o := range *outputs {
+		out, err := builder.ParseOutput(o)
+		if err != nil {
+			return usageError{err}
+		}
+		outs = append(outs, out)
+	}
+	if *push && len(*tags) == 0 {
+		return usagef("--push needs at least one -t")
+	}
+	for _, t := range *tags {
+		if err := registry.ValidateRef(t); err != nil {
+			return usagef("invalid tag %q: %v", t, err)
+		}
+	}
+	sink, err := newRenderer(*prog, os.Stderr, *quiet)
+	if err != nil {
+		return usageError{err}
+	}
+	defer sink.Close()
+
+	b, err := builder.New(g.root)
+	if err != nil {
+		return err
+	}
+	o := builder.Options{
+		Root:           g.root,
+		ContextDir:     contextDir,
+		DockerfilePath: dockerfile,
+		BuildArgs:      ba,
+		Target:         *target,
+		Platform:       *platform,
+		NoCache:        *noCache,
+		Jobs:           *jobs,
+		Registry:       registry.Options{Insecure: *insecure},
+		Progress:       sink,
+	}
+	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
+		sec, err := strconv.ParseInt(e, 10, 64)
+		if err != nil {
+			return usagef("SOURCE_DATE_EPOCH=%q is not a number of seconds", e)
+		}
+		t := time.Unix(sec, 0).UTC()
+		o.Epoch = &t
+	}
+	img, err := b.Build(ctx, o)
+	if err != nil {
+		return err
+	}
+	for _, out := range outs {
+		if err := b.Export(ctx, img, out, *tags); err != nil {
+			return fmt.Errorf("output %s: %w", out.Type, err)
+		}
+	}
+	for _, t := range *tags {
+		if err := b.Store().Tag(t, img); err != nil {
+			return err
+		}
+	}
+	if *push {
+		for _, t := range *tags {
+			sink.Info(fmt.Sprintf("pushing %s", t))
+			if err := registry.Push(ctx, b.Store().V1(img), t, o.Registry); err != nil {
+				return fmt.Errorf("pushing %s: %w", t, err)
+			}
+		}
+	}
+	if *iidfile != "" {
+		if err := os.WriteFile(*iidfile, []byte(img.Digest.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	if *quiet {
+		fmt.Println(img.Digest.String())
+	} else {
+		sink.Info("image " + img.Digest.String())
+	}
+	return nil
+}
+
+// parseBuildArgs reads K=V pairs; a bare K takes its value from the
+// environment and is skipped when unset, as docker does.
+func parseBuildArgs(in []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range in {
+		k, v, ok := strings.Cut(a, "=")
+		if k == "" {
+			return nil, fmt.Errorf("invalid --build-arg %q", a)
+		}
+		if !ok {
+			env, set := os.LookupEnv(k)
+			if !set {
+				continue
+			}
+			v = env
+		}
+		out[k] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"sort"
+
+	"github.com/spf13/pflag"
+
+	"github.com/strata-build/strata/builder"
+	"github.com/strata-build/strata/registry"
+)
+
+func runImport(ctx context.Context, g *globals, args []string) error {
+	fs := pflag.NewFlagSet("import", pflag.ContinueOnError)
+	tags := fs.StringArrayP("tag", "t", nil, "name the image (repeatable)")
+	changes := fs.StringArrayP("change", "c", nil, "apply a Dockerfile instruction to the config (CMD, ENV, ...)")
+	fs.StringVar(&g.root, "root", g.root, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usagef("exactly one ROOTFS directory is required")
+	}
+	for _, t := range *tags {
+		if err := registry.ValidateRef(t); err != nil {
+			return usagef("invalid tag %q: %v", t, err)
+		}
+	}
+	b, err := builder.New(g.root)
+	if err != nil {
+		return err
+	}
+	img, err := b.Import(ctx, fs.Arg(0), *changes)
+	if err != nil {
+		return err
+	}
+	for _, t := range *tags {
+		if err := b.Store().Tag(t, img); err != nil {
+			return err
+		}
+	}
+	fmt.Println(img.Digest.String())
+	return nil
+}
+
+func runImages(ctx context.Context, g *globals, args []string) error {
+	fs := pflag.NewFlagSet("images", pflag.ContinueOnError)
+	fs.StringVar(&g.root, "root", g.root, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	s, err := registry.OpenStore(g.root)
+	if err != nil {
+		return err
+	}
+	refs, err := s.List()
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(refs))
+	for r := range refs {
+		names = append(names, r)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Printf("%s\t%s\n", n, refs[n])
+	}
+	return nil
+}
+
+func runRegistry(ctx context.Context, g *globals, args []string) error {
+	if len(args) == 0 || args[0] != "serve" {
+		return usagef("the only registry command is serve")
+	}
+	fs := pflag.NewFlagSet("registry serve", pflag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:5000", "listen address")
+	dir := fs.String("dir", "", "keep blobs in this directory (default: memory)")
+	verbose := fs.BoolP("verbose", "v", false, "log every request")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err}
+	}
+	var l *log.Logger
+	if *verbose {
+		l = log.New(os.Stderr, "registry: ", log.LstdFlags)
+	}
+	return registry.Serve(ctx, *addr, *dir, l, func(a net.Addr) {
+		fmt.Fprintf(os.Stderr, "registry listening on %s\n", a)
+	})
+}
+
+func runPush(ctx context.Context, g *globals, args []string) error {
+	fs := pflag.NewFlagSet("push", pflag.ContinueOnError)
+	insecure := fs.StringArray("insecure-registry", nil, "use plain HTTP for this HOST:PORT")
+	fs.StringVar(&g.root, "root", g.root, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usagef("push takes IMAGE [DESTINATION]")
+	}
+	src, dst := fs.Arg(0), fs.Arg(0)
+	if fs.NArg() == 2 {
+		dst = fs.Arg(1)
+	}
+	if err := registry.ValidateRef(dst); err != nil {
+		return usagef("invalid destination %q: %v", dst, err)
+	}
+	s, err := registry.OpenStore(g.root)
+	if err != nil {
+		return err
+	}
+	img, ok, err := s.Lookup(src)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("no such image in the local store: %s", src)
+	}
+	if err := registry.Push(ctx, s.V1(img), dst, registry.Options{Insecure: *insecure}); err != nil {
+		return fmt.Errorf("pushing %s: %w", dst, err)
+	}
+	fmt.Println(img.Digest.String())
+	return nil
+}
+
+func runTag(ctx context.Context, g *globals, args []string) error {
+	fs := pflag.NewFlagSet("tag", pflag.ContinueOnError)
+	fs.StringVar(&g.root, "root", g.root, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 2 {
+		return usagef("tag takes SOURCE TARGET")
+	}
+	if err := registry.ValidateRef(fs.Arg(1)); err != nil {
+		return usagef("invalid tag %q: %v", fs.Arg(1), err)
+	}
+	s, err := registry.OpenStore(g.root)
+	if err != nil {
+		return err
+	}
+	img, ok, err := s.Lookup(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("no such image in the local store: %s", fs.Arg(0))
+	}
+	return s.Tag(fs.Arg(1), img)
+}
