@@ -18,6 +18,7 @@ type Location struct {
 type Error struct {
 	Loc Location
 	Msg string
+	Err error // the underlying error, if any (see Unwrap)
 }
 
 func (e *Error) Error() string {
@@ -118,6 +119,10 @@ type RunStep struct {
 	Files []RunFile
 	// Stdin, when set, is fed to the command (a heredoc body run by the shell).
 	Stdin []byte
+	// ProxyEnv holds HTTP_PROXY-style variables from the predefined build
+	// args. The command sees them, but like BuildKit they stay out of cache
+	// keys and history.
+	ProxyEnv []string
 }
 
 // RunFile is a file provided to a RUN at Path.
@@ -160,4 +165,5 @@ type CopyStep struct {
 	Parents    bool
 	KeepGitDir bool
 	Checksum   string
+	Unpack     *bool // ADD --unpack; nil = default (unpack local archives)
 }

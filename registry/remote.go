@@ -1,0 +1,215 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
+)
+
+// DefaultPlatform is the platform picked from multi-platform images.
+const DefaultPlatform = "linux/amd64"
+
+const defaultJobs = 3
+
+// Options configures remote registry access.
+type Options struct {
+	// Platform picked from an image index, "os/arch[/variant]"; default
+	// linux/amd64.
+	Platform string
+	// Insecure lists registries ("host:port") reached over plain HTTP.
+	// localhost, 127.0.0.1 and RFC 1918 addresses always are.
+	Insecure []string
+	// Keychain supplies credentials; default authn.DefaultKeychain, which
+	// reads the docker config ($DOCKER_CONFIG).
+	Keychain authn.Keychain
+	// Jobs is how many blobs move in parallel; default 3.
+	Jobs int
+	// Transport overrides the HTTP transport. The default is
+	// remote.DefaultTransport, which verifies TLS against the system roots
+	// (Go's crypto/x509 honours SSL_CERT_FILE and SSL_CERT_DIR).
+	Transport http.RoundTripper
+}
+
+// PullOptions is the name docs/design.md uses for Options when pulling.
+type PullOptions = Options
+
+// PushOptions is the name docs/design.md uses for Options when pushing.
+type PushOptions = Options
+
+func (o Options) jobs() int {
+	if o.Jobs > 0 {
+		return o.Jobs
+	}
+	return defaultJobs
+}
+
+// parseRef parses ref, marking its registry insecure when listed.
+func (o Options) parseRef(ref string) (name.Reference, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("parsing reference %q: %w", ref, err)
+	}
+	if slices.Contains(o.Insecure, r.Context().RegistryStr()) {
+		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
+			return nil, fmt.Errorf("parsing reference %q: %w", ref, err)
+		}
+	}
+	return r, nil
+}
+
+func (o Options) remoteOptions(ctx context.Context) ([]remote.Option, error) {
+	plat := o.Platform
+	if plat == "" {
+		plat = DefaultPlatform
+	}
+	p, err := v1.ParsePlatform(plat)
+	if err != nil {
+		return nil, fmt.Errorf("parsing platform %q: %w", plat, err)
+	}
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(kc),
+		remote.WithPlatform(*p),
+		remote.WithJobs(o.jobs()),
+		remote.WithUserAgent("strata"),
+	}
+	if o.Transport != nil {
+		opts = append(opts, remote.WithTransport(o.Transport))
+	}
+	return opts, nil
+}
+
+// Pull fetches ref (tag or digest; from an index, the platform in o) into
+// the store and tags it as ref. Every blob is verified against its digest
+// while written; blobs already present are not fetched. The manifest is
+// stored byte for byte, so the image digest is the registry's.
+func (s *Store) Pull(ctx context.Context, ref string, o Options) (*Image, error) {
+	r, err := o.parseRef(ref)
+	if err != nil {
+		return nil, fmt.Errorf("pulling: %w", err)
+	}
+	opts, err := o.remoteOptions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s: %w", r, err)
+	}
+	rimg, err := remote.Image(r, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s: %w", r, err)
+	}
+	rawM, err := rimg.RawManifest()
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s manifest: %w", r, err)
+	}
+	md, err := rimg.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s manifest: %w", r, err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(rawM))
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s: parsing manifest: %w", r, err)
+	}
+	if mt, err := rimg.MediaType(); err != nil || !mt.IsImage() {
+		return nil, fmt.Errorf("pulling %s: unsupported manifest media type %q", r, mt)
+	}
+
+	if !s.HasBlob(m.Config.Digest) {
+		rawCfg, err := rimg.RawConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("pulling %s config: %w", r, err)
+		}
+		if _, _, err := s.WriteBlob(ctx, bytes.NewReader(rawCfg), &m.Config.Digest); err != nil {
+			return nil, fmt.Errorf("pulling %s config: %w", r, err)
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.jobs())
+	seen := map[v1.Hash]bool{}
+	for _, desc := range m.Layers {
+		if seen[desc.Digest] || s.HasBlob(desc.Digest) {
+			continue
+		}
+		seen[desc.Digest] = true
+		g.Go(func() error {
+			if err := s.pullBlob(gctx, rimg, desc.Digest); err != nil {
+				return fmt.Errorf("pulling %s layer %s: %w", r, desc.Digest, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	// The manifest goes last: its presence means the image is complete.
+	if _, _, err := s.WriteBlob(ctx, bytes.NewReader(rawM), &md); err != nil {
+		return nil, fmt.Errorf("pulling %s manifest: %w", r, err)
+	}
+	img, err := s.Image(md)
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s: %w", r, err)
+	}
+	if err := s.Tag(ref, img); err != nil {
+		return nil, fmt.Errorf("pulling %s: %w", r, err)
+	}
+	return img, nil
+}
+
+func (s *Store) pullBlob(ctx context.Context, rimg v1.Image, d v1.Hash) error {
+	l, err := rimg.LayerByDigest(d)
+	if err != nil {
+		return err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The remote's own context is the caller's; close the body so a sibling's
+	// failure also interrupts a read blocked on the network.
+	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	defer stop()
+	_, _, err = s.WriteBlob(ctx, rc, &d)
+	return err
+}
+
+// Resolve returns ref from the local store, pulling it when absent.
+func (s *Store) Resolve(ctx context.Context, ref string, o Options) (*Image, error) {
+	img, ok, err := s.Lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return img, nil
+	}
+	return s.Pull(ctx, ref, o)
+}
+
+// Push uploads img to ref. Blobs the registry already has are detected
+// with HEAD requests and not uploaded again.
+func Push(ctx context.Context, img v1.Image, ref string, o Options) error {
+	r, err := o.parseRef(ref)
+	if err != nil {
+		return fmt.Errorf("pushing: %w", err)
+	}
+	opts, err := o.remoteOptions(ctx)
+	if err != nil {
+		return fmt.Errorf("pushing %s: %w", r, err)
+	}
+	if err := remote.Write(r, img, opts...); err != nil {
+		return fmt.Errorf("pushing %s: %w", r, err)
+	}
+	return nil
+}
