@@ -36,6 +36,10 @@ type Options struct {
 	// remote.DefaultTransport, which verifies TLS against the system roots
 	// (Go's crypto/x509 honours SSL_CERT_FILE and SSL_CERT_DIR).
 	Transport http.RoundTripper
+	// Mirrors maps a registry ("docker.io", "host:port") to a mirror that
+	// pulls try first, as dockerd's registry-mirrors: same repository path,
+	// falling back to the registry itself when the mirror fails.
+	Mirrors map[string]string
 }
 
 // PullOptions is the name docs/design.md uses for Options when pulling.
@@ -104,7 +108,7 @@ func (s *Store) Pull(ctx context.Context, ref string, o Options) (*Image, error)
 	if err != nil {
 		return nil, fmt.Errorf("pulling %s: %w", r, err)
 	}
-	rimg, err := remote.Image(r, opts...)
+	rimg, err := o.remoteImage(r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("pulling %s: %w", r, err)
 	}
@@ -165,6 +169,40 @@ func (s *Store) Pull(ctx context.Context, ref string, o Options) (*Image, error)
 		return nil, fmt.Errorf("pulling %s: %w", r, err)
 	}
 	return img, nil
+}
+
+// remoteImage fetches r's manifest, from a mirror first when one is set
+// for r's registry.
+func (o Options) remoteImage(r name.Reference, opts []remote.Option) (v1.Image, error) {
+	if m, ok := o.mirrorFor(r); ok {
+		if img, err := remote.Image(m, opts...); err == nil {
+			return img, nil
+		}
+	}
+	return remote.Image(r, opts...)
+}
+
+// mirrorFor rewrites r to its registry's mirror.
+func (o Options) mirrorFor(r name.Reference) (name.Reference, bool) {
+	reg := r.Context().RegistryStr()
+	for from, to := range o.Mirrors {
+		if from == "docker.io" {
+			from = name.DefaultRegistry
+		}
+		if from != reg {
+			continue
+		}
+		sep := ":"
+		if _, ok := r.(name.Digest); ok {
+			sep = "@"
+		}
+		m, err := o.parseRef(to + "/" + r.Context().RepositoryStr() + sep + r.Identifier())
+		if err != nil {
+			return nil, false
+		}
+		return m, true
+	}
+	return nil, false
 }
 
 func (s *Store) pullBlob(ctx context.Context, rimg v1.Image, d v1.Hash) error {

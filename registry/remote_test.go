@@ -345,3 +345,37 @@ func TestOptionsParseRef(t *testing.T) {
 		t.Error("bad platform accepted")
 	}
 }
+
+func TestPullFromMirror(t *testing.T) {
+	var c requestCounter
+	host := newRegistry(t, c.wrap)
+	img := pushRandom(t, host+"/library/busybox:latest", 2)
+	want, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ ref, key string }{
+		{"busybox", "docker.io"},
+		{"docker.io/library/busybox:latest", "docker.io"},
+		{"index.docker.io/library/busybox", "index.docker.io"},
+		{"busybox@" + want.String(), "docker.io"},
+	}
+	for _, tt := range tests {
+		s := newStore(t)
+		o := anon
+		o.Mirrors = map[string]string{tt.key: host}
+		got, err := s.Pull(context.Background(), tt.ref, o)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.ref, err)
+		}
+		if got.Digest != want {
+			t.Errorf("%s: digest %s, want %s", tt.ref, got.Digest, want)
+		}
+		if _, ok, _ := s.Lookup(tt.ref); !ok {
+			t.Errorf("%s: not tagged under its own name", tt.ref)
+		}
+	}
+	if _, gets := c.snapshot(); gets == 0 {
+		t.Error("no blob was fetched from the mirror")
+	}
+}

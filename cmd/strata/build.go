@@ -31,6 +31,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		jobs      = fs.Int("jobs", 0, "stages run at once (default: number of CPUs)")
 		insecure  = fs.StringArray("insecure-registry", nil, "use plain HTTP for this HOST:PORT")
 		quiet     = fs.BoolP("quiet", "q", false, "print only the image digest")
+		mirrors   = fs.StringArray("registry-mirror", nil, "pull REGISTRY's images from MIRROR first (REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000)")
 	)
 	fs.StringVar(&g.root, "root", g.root, "state directory")
 	if err := fs.Parse(args); err != nil {
@@ -55,6 +56,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return usageError{err}
 		}
 		outs = append(outs, out)
+	}
+	mirrorMap, err := parseMirrors(*mirrors)
+	if err != nil {
+		return usageError{err}
 	}
 	if *push && len(*tags) == 0 {
 		return usagef("--push needs at least one -t")
@@ -83,7 +88,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		Platform:       *platform,
 		NoCache:        *noCache,
 		Jobs:           *jobs,
-		Registry:       registry.Options{Insecure: *insecure},
+		Registry:       registry.Options{Insecure: *insecure, Mirrors: mirrorMap},
 		Progress:       sink,
 	}
 	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
@@ -146,6 +151,19 @@ func parseBuildArgs(in []string) (map[string]string, error) {
 			v = env
 		}
 		out[k] = v
+	}
+	return out, nil
+}
+
+// parseMirrors reads REGISTRY=MIRROR pairs.
+func parseMirrors(in []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, m := range in {
+		from, to, ok := strings.Cut(m, "=")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("invalid --registry-mirror %q: want REGISTRY=MIRROR", m)
+		}
+		out[from] = to
 	}
 	return out, nil
 }
