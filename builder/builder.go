@@ -188,7 +188,7 @@ func stageName(s *dockerfile.Stage) string {
 	if s.Name != "" {
 		return s.Name
 	}
-	return fmt.Sprint(s.Index)
+	return fmt.Sprintf("stage-%d", s.Index)
 }
 
 // StepError is a failed step, tied to its Dockerfile line.

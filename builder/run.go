@@ -90,6 +90,11 @@ func (r *run) execRun(ctx context.Context, s *dockerfile.Stage, id int, step *do
 	if err != nil {
 		return err
 	}
+	targets := []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+	for _, m := range spec.Mounts {
+		targets = append(targets, m.Target)
+	}
+	pruneCopyUps(a.Dir, st.lowers(), targets)
 	if code != 0 {
 		return &ExitError{Code: code, Tail: out.tail()}
 	}
