@@ -210,7 +210,7 @@ func (r *run) mountKey(ctx context.Context, m dockerfile.RunMount) ([]string, er
 		if src == "" {
 			src = "."
 		}
-		sum, err := copier.Checksum(ctx, copier.Request{SrcRoot: r.ctx.dir, Sources: []string{src}, Ignore: r.ctx.ignore})
+		sum, err := copier.Checksum(ctx, copier.Request{SrcRoot: r.ctx.dir, Sources: []string{src}, Ignore: r.ctx.ignore, FromContext: true})
 		if err != nil {
 			return nil, err
 		}

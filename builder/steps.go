@@ -102,6 +102,7 @@ func (r *run) copyRequest(c *dockerfile.CopyStep, srcRoot, destRoot string) copi
 	}
 	if c.FromStage == nil && c.FromImage == "" {
 		req.Ignore = r.ctx.ignore
+		req.FromContext = true
 	}
 	if r.o.Epoch != nil {
 		e := r.o.Epoch.Unix()

@@ -16,8 +16,14 @@ type Request struct {
 	Inline []Inline
 	// Ignore holds .dockerignore patterns (context only; nil otherwise).
 	Ignore []string
-	// Excludes holds COPY --exclude patterns.
+	// Excludes holds COPY --exclude patterns, relative to each copied
+	// source (a top-level match is tested relative to its glob's base).
 	Excludes []string
+	// FromContext marks SrcRoot as the build context: copied entries get
+	// owner 0:0 (the context's owners mean nothing in the image, as with
+	// BuildKit's context transfer). Otherwise (--from a stage or image)
+	// owners are kept. Chown overrides both.
+	FromContext bool
 
 	// DestRoot is the destination root filesystem (mounted, writable).
 	DestRoot string
