@@ -38,6 +38,8 @@ func (r *run) inputKey(ctx context.Context, step *dockerfile.Step) ([]string, er
 	switch step.Kind {
 	case dockerfile.Copy:
 		c := step.Copy
+		out = append(out, "copy", c.Dest, c.Workdir, c.Chown, c.Chmod, fmt.Sprint(c.Add, c.Parents, c.Link),
+			strings.Join(c.Sources, "\x00"), strings.Join(c.Excludes, "\x00"))
 		for _, in := range c.Inline {
 			out = append(out, "inline", in.Name, digestBytes(in.Data), fmt.Sprint(in.Mode))
 		}
