@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,11 @@ type Builder struct {
 
 // New opens the state under root.
 func New(root string) (*Builder, error) {
+	// Overlay mount options are comma separated: a comma in a snapshot
+	// path would split an option.
+	if strings.ContainsAny(root, ",:") {
+		return nil, fmt.Errorf("state directory %q must not contain ',' or ':'", root)
+	}
 	store, err := registry.OpenStore(root)
 	if err != nil {
 		return nil, err
