@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/strata-build/strata/cache"
 	"github.com/strata-build/strata/copier"
@@ -72,7 +73,7 @@ func (r *run) execRun(ctx context.Context, s *dockerfile.Stage, id int, step *do
 	}
 
 	out := &stepOutput{emit: func(line string) {
-		r.o.Progress.Event(progress.Event{Kind: progress.Log, Stage: stageName(s), ID: id, Text: line, File: step.Loc.File, Line: step.Loc.Line})
+		r.o.Progress.Event(progress.Event{Kind: progress.Log, Time: time.Now(), Stage: stageName(s), ID: id, Text: line, File: step.Loc.File, Line: step.Loc.Line})
 	}}
 	spec.Process = exec.Process{
 		Args:   rs.Args,
