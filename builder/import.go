@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,6 +65,14 @@ func importConfig(ctx context.Context, changes []string) (*v1.ConfigFile, error)
 	if err != nil {
 		return nil, err
 	}
-	// Like FROM scratch, the config gets the default PATH.
-	return plan.Target.Config.DeepCopy(), nil
+	// Like FROM scratch, the config gets the default PATH; unlike it, no
+	// working directory unless one was asked for (docker import sets none).
+	cfg := plan.Target.Config.DeepCopy()
+	if !slices.ContainsFunc(changes, func(c string) bool {
+		kw, _, _ := strings.Cut(strings.TrimSpace(c), " ")
+		return strings.EqualFold(kw, "WORKDIR")
+	}) {
+		cfg.Config.WorkingDir = ""
+	}
+	return cfg, nil
 }
