@@ -31,6 +31,7 @@ func TestBuildOutputs(t *testing.T) {
 	}{
 		{"oci", filepath.Join(out, "oci"), func(t *testing.T, dest, iid string) {
 			img := readLayout(t, dest, tag)
+			validateLayout(t, dest)
 			if img.digest != iid {
 				t.Errorf("OCI layout has manifest %s, --iidfile %s", img.digest, iid)
 			}

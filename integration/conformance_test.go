@@ -127,6 +127,7 @@ func runCase(t *testing.T, f *fixture, dir string) {
 			return
 		}
 		img := readLayout(t, out, tag)
+		validateLayout(t, out)
 		unpackStart := time.Now()
 		cur := &phaseImage{img: img, rootfs: umociUnpack(t, out, img.tag)}
 		t.Logf("%s: umoci unpack %s", label, time.Since(unpackStart).Round(time.Millisecond))

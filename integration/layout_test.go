@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
 	"archive/tar"
 	"compress/gzip"
 	"encoding/json"
@@ -214,5 +217,28 @@ func TestResolveIn(t *testing.T) {
 	}
 	if _, err := resolveIn(root, "/usr/loop/x"); err == nil {
 		t.Errorf("resolveIn through a symlink loop succeeded")
+	}
+}
+
+// validateLayout runs go-containerregistry's full image validation (digests,
+// diff IDs, sizes, config) on every image in an OCI layout.
+func validateLayout(t *testing.T, dir string) {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatalf("reading OCI layout %s: %v", dir, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Manifests {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("image %s fails validation: %v", d.Digest, err)
+		}
 	}
 }

@@ -2,8 +2,7 @@ package registry
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -66,27 +65,7 @@ func WriteDockerArchive(img v1.Image, file string, tags []string) error {
 		refs[ref] = img
 	}
 
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing docker archive %s: %w", file, err)
-	}
-	tmp := f.Name()
-	err = tarball.MultiRefWrite(refs, f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, file)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing docker archive %s: %w", file, err)
-	}
-	return nil
+	return writeAtomic(file, func(w io.Writer) error {
+		return tarball.MultiRefWrite(refs, w)
+	})
 }
