@@ -4,6 +4,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -27,13 +28,7 @@ func pruneCopyUps(upper string, lowers []snapshot.Snapshot, targets []string) {
 		}
 	}
 	// Deepest first, so a parent emptied by pruning its child goes too.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		for j := 0; j < i; j++ {
-			if len(dirs[j]) < len(dirs[i]) {
-				dirs[i], dirs[j] = dirs[j], dirs[i]
-			}
-		}
-	}
+	slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
 	for _, d := range dirs {
 		up := filepath.Join(upper, d)
 		if !redundantCopyUp(up, lowers, d) {
