@@ -6,6 +6,8 @@ package builder
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/strata-build/strata/cache"
 	"github.com/strata-build/strata/dag"
@@ -34,8 +37,11 @@ type Options struct {
 	Target         string
 	Platform       string // linux/amd64 when empty
 	NoCache        bool
-	Jobs           int        // concurrent stages; NumCPU when < 1
-	Epoch          *time.Time // SOURCE_DATE_EPOCH
+	NoCacheFilter  []string          // stages (by name or index) whose steps always run
+	Secrets        map[string]Secret // --secret, by id
+	SSH            map[string]string // --ssh: id -> agent socket
+	Jobs           int               // concurrent stages; NumCPU when < 1
+	Epoch          *time.Time        // SOURCE_DATE_EPOCH
 	Registry       registry.Options
 	Progress       progress.Sink
 }
@@ -104,7 +110,8 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	if err != nil {
 		return nil, err
 	}
-	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{}}
+	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{},
+		nonce: newNonce()}
 	plan, err := df.Plan(ctx, dockerfile.Options{
 		BuildArgs: o.BuildArgs,
 		Target:    o.Target,
@@ -144,6 +151,9 @@ type run struct {
 	images  map[string]*registry.Image // resolved external images by ref as written
 	results map[*dockerfile.Stage]*state
 	stepID  int
+
+	flight singleflight.Group // identical steps run once per build
+	nonce  string             // per build: keys of steps run under --no-cache
 }
 
 // ResolveImageConfig implements dockerfile.ImageResolver: it makes the image
@@ -188,6 +198,12 @@ func (r *run) nextStepID() int {
 	defer r.mu.Unlock()
 	r.stepID++
 	return r.stepID
+}
+
+func newNonce() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func stageName(s *dockerfile.Stage) string {

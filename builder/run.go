@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/strata-build/strata/cache"
 	"github.com/strata-build/strata/copier"
 	"github.com/strata-build/strata/dockerfile"
 	"github.com/strata-build/strata/exec"
@@ -64,12 +63,30 @@ func (r *run) execRun(ctx context.Context, s *dockerfile.Stage, id int, step *do
 		}
 		spec.Mounts = append(spec.Mounts, snapshot.Mount{Type: "bind", Source: p, Target: f.Path, Options: []string{"bind", "ro"}})
 	}
-	for _, m := range rs.Mounts {
-		mounts, err := r.runMount(ctx, m, dir)
+	var releases []func()
+	defer func() {
+		for _, f := range releases {
+			f()
+		}
+	}()
+	var extraEnv []string
+	for i, m := range rs.Mounts {
+		var mounts []snapshot.Mount
+		var env []string
+		var err error
+		switch m.Type {
+		case "secret":
+			mounts, env, err = r.secretMount(m, dir, i)
+		case "ssh":
+			mounts, env, err = r.sshMount(m, i)
+		default:
+			mounts, err = r.runMount(ctx, m, dir, &releases)
+		}
 		if err != nil {
 			return err
 		}
 		spec.Mounts = append(spec.Mounts, mounts...)
+		extraEnv = append(extraEnv, env...)
 	}
 
 	out := &stepOutput{emit: func(line string) {
@@ -77,7 +94,7 @@ func (r *run) execRun(ctx context.Context, s *dockerfile.Stage, id int, step *do
 	}}
 	spec.Process = exec.Process{
 		Args:   rs.Args,
-		Env:    withDefaultPath(step.Env),
+		Env:    append(append(withDefaultPath(step.Env), rs.ProxyEnv...), extraEnv...),
 		Cwd:    rs.Cwd,
 		User:   step.User,
 		Stdout: out,
@@ -114,7 +131,7 @@ func withDefaultPath(env []string) []string {
 }
 
 // runMount turns one RUN --mount into sandbox mounts.
-func (r *run) runMount(ctx context.Context, m dockerfile.RunMount, dir string) ([]snapshot.Mount, error) {
+func (r *run) runMount(ctx context.Context, m dockerfile.RunMount, dir string, releases *[]func()) ([]snapshot.Mount, error) {
 	target := m.Target
 	if !path.IsAbs(target) {
 		target = "/" + target
@@ -127,64 +144,101 @@ func (r *run) runMount(ctx context.Context, m dockerfile.RunMount, dir string) (
 		}
 		return []snapshot.Mount{{Type: "tmpfs", Source: "tmpfs", Target: target, Options: opts}}, nil
 	case "cache":
-		id := m.ID
-		if id == "" {
-			id = target
-		}
-		host := filepath.Join(r.b.root, "cache-mounts", cache.Key("cache-mount", id))
-		if err := os.MkdirAll(host, 0o755); err != nil {
+		mt, release, err := r.cacheMount(ctx, m, target)
+		if err != nil {
 			return nil, err
 		}
-		opts := []string{"rbind"}
-		if m.ReadOnly {
-			opts = append(opts, "ro")
-		}
-		return []snapshot.Mount{{Type: "bind", Source: host, Target: target, Options: opts}}, nil
+		*releases = append(*releases, release)
+		return []snapshot.Mount{mt}, nil
 	case "bind", "":
-		// Always read-only: a writable bind of the context would let a RUN
-		// change the user's files (BuildKit discards rw writes instead).
-		opts := []string{"rbind", "ro"}
-		src := m.Source
-		if src == "" {
-			src = "/"
+		return r.bindMount(ctx, m, target, dir)
+	}
+	return nil, fmt.Errorf("RUN --mount=type=%s is not supported yet", m.Type)
+}
+
+// bindMount mounts a path of the context, a stage or an image. Read-only
+// unless the mount says rw; then writes go to a scratch upper dir and are
+// thrown away with it, as in BuildKit, so neither the user's files nor a
+// stage's snapshots can change.
+func (r *run) bindMount(ctx context.Context, m dockerfile.RunMount, target, dir string) ([]snapshot.Mount, error) {
+	src := m.Source
+	if src == "" {
+		src = "/"
+	}
+	var from *state
+	switch {
+	case m.FromStage != nil:
+		st, err := r.stageResult(m.FromStage)
+		if err != nil {
+			return nil, err
 		}
-		var from *state
-		switch {
-		case m.FromStage != nil:
-			st, err := r.stageResult(m.FromStage)
-			if err != nil {
-				return nil, err
-			}
-			from = st
-		case m.FromImage != "":
-			img, err := r.image(ctx, m.FromImage)
-			if err != nil {
-				return nil, err
-			}
-			from = &state{}
-			for _, l := range img.Layers {
-				snap, err := r.unpack(ctx, l)
-				if err != nil {
-					return nil, err
-				}
-				from.layers = append(from.layers, layerRef{snap: snap})
-			}
+		from = st
+	case m.FromImage != "":
+		img, err := r.image(ctx, m.FromImage)
+		if err != nil {
+			return nil, err
 		}
-		if from == nil {
-			host, err := copier.ResolveIn(r.ctx.dir, src)
+		from = &state{}
+		for _, l := range img.Layers {
+			snap, err := r.unpack(ctx, l)
 			if err != nil {
 				return nil, err
+			}
+			from.layers = append(from.layers, layerRef{snap: snap})
+		}
+	}
+	var upper *snapshot.Active
+	if !m.ReadOnly {
+		u, err := os.MkdirTemp(dir, "bind-")
+		if err != nil {
+			return nil, err
+		}
+		upper = &snapshot.Active{Dir: filepath.Join(u, "upper"), Work: filepath.Join(u, "work")}
+		if err := os.Mkdir(upper.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Mkdir(upper.Work, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	var mt snapshot.Mount
+	if from == nil {
+		host, err := copier.ResolveIn(r.ctx.dir, src)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Stat(host)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() && upper != nil {
+			// A writable file: bind a private copy.
+			data, err := os.ReadFile(host)
+			if err != nil {
+				return nil, err
+			}
+			host = filepath.Join(upper.Dir, filepath.Base(host))
+			if err := os.WriteFile(host, data, fi.Mode().Perm()); err != nil {
+				return nil, err
+			}
+			upper = nil
+		}
+		if upper == nil || !fi.IsDir() {
+			opts := []string{"rbind"}
+			if m.ReadOnly {
+				opts = append(opts, "ro")
 			}
 			return []snapshot.Mount{{Type: "bind", Source: host, Target: target, Options: opts}}, nil
 		}
-		if src != "/" && src != "" {
-			return nil, fmt.Errorf("RUN --mount=type=bind,from=...,source=%s: only the whole filesystem of a stage can be mounted yet", src)
+		mt = snapshot.OverlayMount([]snapshot.Snapshot{{Dir: host}}, upper)
+	} else {
+		mt = snapshot.OverlayMount(from.lowers(), upper)
+		if clean := path.Clean("/" + src); clean != "/" {
+			mt.Subdir = clean
 		}
-		mt := snapshot.OverlayMount(from.lowers(), nil)
-		mt.Target = target
-		return []snapshot.Mount{mt}, nil
 	}
-	return nil, fmt.Errorf("RUN --mount=type=%s is not supported yet", m.Type)
+	mt.Target = target
+	return []snapshot.Mount{mt}, nil
 }
 
 // mountKey is what a RUN mount contributes to the step's cache key. Cache

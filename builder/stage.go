@@ -172,20 +172,46 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 		return nil, false, err
 	}
 	key := stepKey(st.key, step, extra...)
-	next.key = key
-	noCache := r.o.NoCache
-	if !noCache {
-		if e, ok, err := r.b.cache.Get(key); err != nil {
-			return nil, false, err
-		} else if ok && r.usable(e) {
-			r.apply(next, e)
-			return next, true, nil
-		}
+	noCache := r.noCache(s)
+	if noCache {
+		// A step run again on purpose gets a key of its own, so neither it
+		// nor anything built on it can be mistaken for the cached result;
+		// identical steps of this build still share it.
+		key = cache.Key(key, "no-cache", r.nonce)
+	} else if e, ok, err := r.b.cache.Get(key); err != nil {
+		return nil, false, err
+	} else if ok && r.usable(e) {
+		next.key = key
+		r.apply(next, e)
+		return next, true, nil
 	}
+	next.key = key
 
-	a, err := r.b.snaps.Prepare(ctx)
+	// Identical steps of this build (same key) run once; the others wait
+	// for that result.
+	ran := false
+	v, err, _ := r.flight.Do(key, func() (any, error) {
+		if !noCache {
+			// Another build may have made it while this one waited.
+			if e, ok, err := r.b.cache.Get(key); err == nil && ok && r.usable(e) {
+				return e, nil
+			}
+		}
+		ran = true
+		return r.execStep(ctx, s, id, step, st, key)
+	})
 	if err != nil {
 		return nil, false, err
+	}
+	r.apply(next, v.(cache.Entry))
+	return next, !ran, nil
+}
+
+// execStep runs a step over st and records its result under key.
+func (r *run) execStep(ctx context.Context, s *dockerfile.Stage, id int, step *dockerfile.Step, st *state, key string) (cache.Entry, error) {
+	a, err := r.b.snaps.Prepare(ctx)
+	if err != nil {
+		return cache.Entry{}, err
 	}
 	committed := false
 	defer func() {
@@ -204,7 +230,7 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 		err = fmt.Errorf("unknown step kind %d", step.Kind)
 	}
 	if err != nil {
-		return nil, false, err
+		return cache.Entry{}, err
 	}
 
 	e := cache.Entry{Key: key, History: v1.History{
@@ -214,29 +240,35 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 	}}
 	empty, err := isEmptyDir(a.Dir)
 	if err != nil {
-		return nil, false, err
+		return cache.Entry{}, err
 	}
 	if empty {
 		e.Empty = true
 		e.History.EmptyLayer = true
 	} else {
-		// A --no-cache run may differ from what is cached under the same
-		// key, so its snapshot gets a key of its own.
-		snapKey := key
-		if noCache {
-			snapKey = cache.Key(key, "no-cache", fmt.Sprint(time.Now().UnixNano()), fmt.Sprint(os.Getpid()))
-		}
-		if _, err := r.b.snaps.Commit(ctx, a, snapKey); err != nil {
-			return nil, false, err
+		if _, err := r.b.snaps.Commit(ctx, a, key); err != nil {
+			return cache.Entry{}, err
 		}
 		committed = true
-		e.Snapshot = snapKey
+		e.Snapshot = key
 	}
 	if err := r.b.cache.Put(e); err != nil {
-		return nil, false, err
+		return cache.Entry{}, err
 	}
-	r.apply(next, e)
-	return next, false, nil
+	return e, nil
+}
+
+// noCache reports whether the steps of s must run even when cached.
+func (r *run) noCache(s *dockerfile.Stage) bool {
+	if r.o.NoCache {
+		return true
+	}
+	for _, name := range r.o.NoCacheFilter {
+		if strings.EqualFold(name, s.Name) || name == fmt.Sprint(s.Index) {
+			return true
+		}
+	}
+	return false
 }
 
 // usable reports whether a cache entry's snapshot (and blob, if recorded)

@@ -95,6 +95,7 @@ type config struct {
 	// Role run.
 	Root        snapshot.Mount
 	RootDir     string // empty host dir where the child mounts Root
+	Scratch     string // host dir for staging mounts (Mount.Subdir)
 	Hostname    string
 	NetworkNone bool
 	Files       map[string]string // path in root -> host scratch file to bind
@@ -149,6 +150,7 @@ func Run(ctx context.Context, spec Spec) (exitCode int, err error) {
 		Mounts:       spec.Mounts,
 		Root:         spec.Root,
 		RootDir:      filepath.Join(scratch, "root"),
+		Scratch:      scratch,
 		Hostname:     spec.Hostname,
 		NetworkNone:  spec.Network == NetworkNone,
 		Files:        map[string]string{},

@@ -10,6 +10,8 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/snapshot"
 )
 
 // sandbox tracks what the child did inside the root so it can be undone:
@@ -218,7 +220,13 @@ func (s *sandbox) setupMounts(cfg *config) error {
 		}
 	}
 
-	for _, m := range cfg.Mounts {
+	for i, m := range cfg.Mounts {
+		if m.Subdir != "" {
+			if err := s.mountSubdir(cfg, i, m); err != nil {
+				return err
+			}
+			continue
+		}
 		dir := true
 		if isBind(m) {
 			fi, err := os.Stat(m.Source)
@@ -318,4 +326,41 @@ func protectKernelFiles(proc, sys string) error {
 		}
 	}
 	return nil
+}
+
+// mountSubdir mounts m on a staging dir outside the root, binds its Subdir
+// at m.Target and drops the staging mount (the bind keeps what it needs).
+func (s *sandbox) mountSubdir(cfg *config, i int, m snapshot.Mount) error {
+	if cfg.Scratch == "" {
+		return fmt.Errorf("mounting %s: no scratch dir for a sub-directory mount", m.Target)
+	}
+	staging := filepath.Join(cfg.Scratch, fmt.Sprintf("mount-%d", i))
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return err
+	}
+	whole := m
+	whole.Subdir = ""
+	if err := mountOne(whole, staging); err != nil {
+		return err
+	}
+	defer unix.Unmount(staging, unix.MNT_DETACH)
+	src, err := securejoin.SecureJoin(staging, m.Subdir)
+	if err != nil {
+		return fmt.Errorf("mounting %s: %w", m.Target, err)
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("mount source %s: %w", m.Subdir, err)
+	}
+	ro := parseOptions(m.Options).flags&unix.MS_RDONLY != 0
+	_, err = s.mount(m.Target, fi.IsDir(), func(p string) error {
+		if err := unix.Mount(src, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind mounting %s at %s: %w", m.Subdir, m.Target, err)
+		}
+		if ro {
+			return setMountAttrs(p, unix.MS_RDONLY, true)
+		}
+		return nil
+	})
+	return err
 }

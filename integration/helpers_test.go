@@ -35,6 +35,12 @@ func strata(t *testing.T, root string, args ...string) (stdout, stderr string, c
 
 func runStrata(t *testing.T, root string, args ...string) result {
 	t.Helper()
+	return runStrataEnv(t, root, nil, args...)
+}
+
+// runStrataEnv runs the binary with extra environment variables (K=V).
+func runStrataEnv(t *testing.T, root string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	if root != "" {
@@ -42,7 +48,7 @@ func runStrata(t *testing.T, root string, args ...string) result {
 	}
 	cmd := exec.CommandContext(ctx, fx.bin, args...)
 	cmd.WaitDelay = 10 * time.Second
-	cmd.Env = append(os.Environ(), "STRATA_ROOT=/nonexistent-strata-root-must-not-be-used")
+	cmd.Env = append(append(os.Environ(), "STRATA_ROOT=/nonexistent-strata-root-must-not-be-used"), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -78,6 +84,7 @@ type buildOpts struct {
 	iidfile    string
 	mirror     bool // --registry-mirror docker.io=REGISTRY
 	extra      []string
+	env        []string // extra environment, K=V
 }
 
 func (o buildOpts) args() []string {
@@ -114,7 +121,7 @@ func (o buildOpts) args() []string {
 
 func build(t *testing.T, o buildOpts) result {
 	t.Helper()
-	return runStrata(t, o.root, o.args()...)
+	return runStrataEnv(t, o.root, o.env, o.args()...)
 }
 
 // mustBuild builds and fails the test when the build fails.

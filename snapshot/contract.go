@@ -10,6 +10,9 @@ type Mount struct {
 	Source  string   // host path for bind; "overlay"/"tmpfs" otherwise
 	Target  string   // path inside the root
 	Options []string // e.g. lowerdir=..., upperdir=..., workdir=..., ro, rbind
+	// Subdir, when set, mounts only this directory of the mounted tree at
+	// Target (resolved inside it; symlinks cannot lead out).
+	Subdir string
 }
 
 // Snapshot is a committed, immutable layer directory.

@@ -24,6 +24,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		buildArgs = fs.StringArray("build-arg", nil, "set a build argument K=V (K alone takes it from the environment)")
 		target    = fs.String("target", "", "stage to build")
 		noCache   = fs.Bool("no-cache", false, "do not use the build cache")
+		secrets   = fs.StringArray("secret", nil, "expose a secret to RUN --mount=type=secret: id=ID[,src=FILE|env=VAR]")
+		sshFlags  = fs.StringArray("ssh", nil, "forward an SSH agent to RUN --mount=type=ssh: default|ID[=SOCKET]")
+		noCacheF  = fs.StringArray("no-cache-filter", nil, "do not use the build cache for this stage (repeatable)")
 		prog      = fs.String("progress", "auto", "progress output: auto, tty, plain, json")
 		outputs   = fs.StringArrayP("output", "o", nil, "type=oci,dest=DIR | type=docker,dest=FILE.tar | type=local,dest=DIR")
 		iidfile   = fs.String("iidfile", "", "write the image digest to this file")
@@ -61,6 +64,22 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
+	secretMap := map[string]builder.Secret{}
+	for _, f := range *secrets {
+		id, sec, err := builder.ParseSecret(f)
+		if err != nil {
+			return usageError{err}
+		}
+		secretMap[id] = sec
+	}
+	sshMap := map[string]string{}
+	for _, f := range *sshFlags {
+		id, sock, err := builder.ParseSSH(f)
+		if err != nil {
+			return usageError{err}
+		}
+		sshMap[id] = sock
+	}
 	if *push && len(*tags) == 0 {
 		return usagef("--push needs at least one -t")
 	}
@@ -87,6 +106,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		Target:         *target,
 		Platform:       *platform,
 		NoCache:        *noCache,
+		NoCacheFilter:  *noCacheF,
+		Secrets:        secretMap,
+		SSH:            sshMap,
 		Jobs:           *jobs,
 		Registry:       registry.Options{Insecure: *insecure, Mirrors: mirrorMap},
 		Progress:       sink,
