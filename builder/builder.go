@@ -112,6 +112,22 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	}
 	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{},
 		nonce: newNonce()}
+	// BuildKit's checks run on every build: warnings are reported, and
+	// fail the build only under "# check=error=true".
+	warnings, err := dockerfile.Lint(ctx, name, data, dockerfile.LintOptions{
+		BuildArgs: o.BuildArgs, Target: o.Target, Platform: o.Platform, Resolver: r, Ignore: bc.ignore})
+	var violation *dockerfile.LintViolationError
+	if err != nil && !errors.As(err, &violation) {
+		// Plan reports Dockerfile errors with more context; a lint that
+		// stopped early is not the build's failure.
+		violation = nil
+	}
+	for _, w := range warnings {
+		o.Progress.Event(progress.Event{Kind: progress.Info, Time: time.Now(), Text: "WARNING: " + w.String()})
+	}
+	if violation != nil {
+		return nil, violation
+	}
 	plan, err := df.Plan(ctx, dockerfile.Options{
 		BuildArgs: o.BuildArgs,
 		Target:    o.Target,
@@ -139,6 +155,26 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 		return nil, err
 	}
 	return r.commitImage(ctx, r.results[plan.Target])
+}
+
+// Check lints the Dockerfile of o without building (build --check): the
+// warnings, and a *dockerfile.LintViolationError or a Dockerfile error when
+// the build would fail before running anything.
+func (b *Builder) Check(ctx context.Context, o Options) ([]dockerfile.Warning, error) {
+	if o.Platform == "" {
+		o.Platform = "linux/" + runtime.GOARCH
+	}
+	data, err := os.ReadFile(o.DockerfilePath)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	bc, err := newBuildContext(o.ContextDir, o.DockerfilePath)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{}}
+	return dockerfile.Lint(ctx, filepath.Base(o.DockerfilePath), data, dockerfile.LintOptions{
+		BuildArgs: o.BuildArgs, Target: o.Target, Platform: o.Platform, Resolver: r, Ignore: bc.ignore})
 }
 
 // run is the state of one build.

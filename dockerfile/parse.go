@@ -23,6 +23,22 @@ type Dockerfile struct {
 // Parse parses data, the content of the Dockerfile named file (used in
 // error messages). Syntax errors are returned as *Error.
 func Parse(file string, data []byte) (*Dockerfile, error) {
+	res, err := parseAST(file, data)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dockerfile{file: file, ast: res.AST, escape: res.EscapeToken}
+	// Parse the instructions once now so that instruction errors surface
+	// from Parse; Plan parses again to get commands it may mutate.
+	if _, err := d.instructions(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// parseAST checks the file is not empty and names a frontend we implement,
+// then parses it into buildkit's AST. Errors are *Error.
+func parseAST(file string, data []byte) (*parser.Result, error) {
 	if len(data) == 0 {
 		return nil, &Error{Loc: Location{File: file}, Msg: "the Dockerfile cannot be empty"}
 	}
@@ -33,13 +49,7 @@ func Parse(file string, data []byte) (*Dockerfile, error) {
 	if err != nil {
 		return nil, toError(file, Location{File: file}, err)
 	}
-	d := &Dockerfile{file: file, ast: res.AST, escape: res.EscapeToken}
-	// Parse the instructions once now so that instruction errors surface
-	// from Parse; Plan parses again to get commands it may mutate.
-	if _, err := d.instructions(); err != nil {
-		return nil, err
-	}
-	return d, nil
+	return res, nil
 }
 
 // File is the name the Dockerfile was parsed under.

@@ -26,6 +26,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		noCache   = fs.Bool("no-cache", false, "do not use the build cache")
 		secrets   = fs.StringArray("secret", nil, "expose a secret to RUN --mount=type=secret: id=ID[,src=FILE|env=VAR]")
 		sshFlags  = fs.StringArray("ssh", nil, "forward an SSH agent to RUN --mount=type=ssh: default|ID[=SOCKET]")
+		check     = fs.Bool("check", false, "check the Dockerfile with the build checks instead of building")
 		noCacheF  = fs.StringArray("no-cache-filter", nil, "do not use the build cache for this stage (repeatable)")
 		prog      = fs.String("progress", "auto", "progress output: auto, tty, plain, json")
 		outputs   = fs.StringArrayP("output", "o", nil, "type=oci,dest=DIR | type=docker,dest=FILE.tar | type=local,dest=DIR")
@@ -121,6 +122,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		t := time.Unix(sec, 0).UTC()
 		o.Epoch = &t
 	}
+	if *check {
+		return runCheck(ctx, b, o)
+	}
 	img, err := b.Build(ctx, o)
 	if err != nil {
 		return err
@@ -188,4 +192,22 @@ func parseMirrors(in []string) (map[string]string, error) {
 		out[from] = to
 	}
 	return out, nil
+}
+
+// runCheck prints the warnings of the build checks, one per line as
+// FILE:LINE: Rule: message, and fails when there is any, as docker build
+// --check does.
+func runCheck(ctx context.Context, b *builder.Builder, o builder.Options) error {
+	warnings, err := b.Check(ctx, o)
+	for _, w := range warnings {
+		fmt.Println(w.String())
+	}
+	if err != nil {
+		return err
+	}
+	if n := len(warnings); n > 0 {
+		return fmt.Errorf("check found %d warning(s)", n)
+	}
+	fmt.Fprintln(os.Stderr, "Check complete, no warnings found.")
+	return nil
 }
