@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,7 +23,8 @@ import (
 // grouping and file content; plus the inline files. mtimes never count, nor
 // do ignored or excluded files. Dest, Chown and Chmod are not included: they
 // belong to the instruction, which the caller keys separately. The result
-// is "sha256:HEX".
+// is "sha256:HEX". With req.Digests, a regular file whose lstat matches a
+// remembered one is not read; the result is the same either way.
 func Checksum(ctx context.Context, req Request) (string, error) {
 	sel, err := newSelector(req)
 	if err != nil {
@@ -38,6 +40,7 @@ func Checksum(ctx context.Context, req Request) (string, error) {
 		zeroOwner: req.FromContext,
 		links:     map[devIno]string{},
 		buf:       make([]byte, 64<<10),
+		digests:   req.Digests,
 	}
 	for _, it := range items {
 		c.field("source")
@@ -74,6 +77,7 @@ type checksummer struct {
 	zeroOwner bool
 	links     map[devIno]string // inode -> first path (relative), for hard links
 	buf       []byte
+	digests   FileDigests // nil: read every file
 }
 
 func (c *checksummer) field(s string) {
@@ -126,7 +130,7 @@ func (c *checksummer) entry(ctx context.Context, e entry, withMeta bool) error {
 			}
 			c.links[key] = rel
 		}
-		return c.content(ctx, e.abs)
+		return c.content(ctx, e.abs, st)
 	case mode&fs.ModeSymlink != 0:
 		target, err := os.Readlink(e.abs)
 		if err != nil {
@@ -139,13 +143,29 @@ func (c *checksummer) entry(ctx context.Context, e entry, withMeta bool) error {
 	return nil
 }
 
-// content digests a file's bytes (streamed, never held in memory).
-func (c *checksummer) content(ctx context.Context, p string) error {
+// content digests a file's bytes (streamed, never held in memory), or
+// takes the digest from c.digests when st shows the file unchanged.
+func (c *checksummer) content(ctx context.Context, p string, st *syscall.Stat_t) error {
+	if c.digests != nil {
+		if sum, ok := c.digests.Lookup(p, unixStat(st)); ok && len(sum) == sha256.Size {
+			c.field(string(sum))
+			return nil
+		}
+	}
+	// Taken before the fstat below: Record needs a time no later than
+	// the moment the recorded stat was known to hold.
+	start := time.Now()
 	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", p, err)
 	}
 	defer f.Close()
+	var before unix.Stat_t
+	if c.digests != nil {
+		if err := unix.Fstat(int(f.Fd()), &before); err != nil {
+			return fmt.Errorf("reading %s: %w", p, err)
+		}
+	}
 	fh := sha256.New()
 	buf := c.buf
 	for {
@@ -161,6 +181,37 @@ func (c *checksummer) content(ctx context.Context, p string) error {
 			return fmt.Errorf("reading %s: %w", p, err)
 		}
 	}
-	c.field(string(fh.Sum(nil)))
+	sum := fh.Sum(nil)
+	c.field(string(sum))
+	if c.digests != nil {
+		// The stat recorded is the open file's, and only if nothing
+		// visibly changed it while it was read.
+		var after unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &after); err == nil && sameStat(&before, &after) {
+			c.digests.Record(p, &before, start, sum)
+		}
+	}
 	return nil
+}
+
+// unixStat converts the walk's lstat for FileDigests.
+func unixStat(st *syscall.Stat_t) *unix.Stat_t {
+	return &unix.Stat_t{
+		Dev:   st.Dev,
+		Ino:   st.Ino,
+		Nlink: st.Nlink,
+		Mode:  st.Mode,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Rdev:  st.Rdev,
+		Size:  st.Size,
+		Mtim:  unix.Timespec{Sec: st.Mtim.Sec, Nsec: st.Mtim.Nsec},
+		Ctim:  unix.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec},
+	}
+}
+
+// sameStat compares what a FileDigests may key on.
+func sameStat(a, b *unix.Stat_t) bool {
+	return a.Dev == b.Dev && a.Ino == b.Ino && a.Mode == b.Mode && a.Size == b.Size &&
+		a.Mtim == b.Mtim && a.Ctim == b.Ctim
 }

@@ -4,6 +4,12 @@
 // semantics. It works on host paths only; the caller has mounted both roots.
 package copier
 
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
 // Request is one COPY/ADD instruction.
 type Request struct {
 	// SrcRoot is the directory sources are relative to. Nothing outside it
@@ -37,6 +43,24 @@ type Request struct {
 	Parents bool   // --parents
 	// Epoch, when non-nil (unix seconds), clamps written mtimes (SOURCE_DATE_EPOCH).
 	Epoch *int64
+
+	// Digests, when non-nil, lets Checksum skip reading regular files whose
+	// stat it has seen before; the digest is the same with or without it.
+	// Copy ignores it. It never crosses to a helper process (not JSON).
+	Digests FileDigests `json:"-"`
+}
+
+// FileDigests remembers the content sha256 of regular files by absolute
+// path and stat (package cache's StatCache is one). It must be safe for
+// concurrent use: parallel stages checksum with the same one.
+type FileDigests interface {
+	// Lookup returns the content sha256 recorded for path, if st (from
+	// lstat) still matches the stat it was recorded with.
+	Lookup(path string, st *unix.Stat_t) (sum []byte, ok bool)
+	// Record reports that path, whose stat was st before the read that
+	// started at readStart, has content sha256 sum. The implementation
+	// decides whether st is old enough to be trusted later.
+	Record(path string, st *unix.Stat_t, readStart time.Time, sum []byte)
 }
 
 // Inline is a file whose content comes from the Dockerfile.
