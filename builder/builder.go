@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/strata-build/strata/cache"
+	"github.com/strata-build/strata/copier"
 	"github.com/strata-build/strata/dag"
 	"github.com/strata-build/strata/dockerfile"
 	"github.com/strata-build/strata/progress"
@@ -111,7 +112,12 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 		return nil, err
 	}
 	r := &run{b: b, o: o, ctx: bc, images: map[string]*registry.Image{}, results: map[*dockerfile.Stage]*state{},
-		nonce: newNonce()}
+		nonce: newNonce(), remotes: map[*dockerfile.Step]*remoteSource{}}
+	if sc, err := cache.OpenStatCache(filepath.Join(b.root, "cache", "stat"), bc.dir); err == nil {
+		r.digests = sc
+		// Entries recorded are right whether or not the build succeeds.
+		defer sc.Save()
+	}
 	// BuildKit's checks run on every build: warnings are reported, and
 	// fail the build only under "# check=error=true".
 	warnings, err := dockerfile.Lint(ctx, name, data, dockerfile.LintOptions{
@@ -187,6 +193,9 @@ type run struct {
 	images  map[string]*registry.Image // resolved external images by ref as written
 	results map[*dockerfile.Stage]*state
 	stepID  int
+
+	remotes map[*dockerfile.Step]*remoteSource // ADD URL/git sources fetched
+	digests copier.FileDigests                 // stat cache of the context; nil without one
 
 	flight singleflight.Group // identical steps run once per build
 	nonce  string             // per build: keys of steps run under --no-cache

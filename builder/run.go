@@ -265,7 +265,7 @@ func (r *run) mountKey(ctx context.Context, m dockerfile.RunMount) ([]string, er
 		if src == "" {
 			src = "."
 		}
-		sum, err := copier.Checksum(ctx, copier.Request{SrcRoot: r.ctx.dir, Sources: []string{src}, Ignore: r.ctx.ignore, FromContext: true})
+		sum, err := copier.Checksum(ctx, copier.Request{SrcRoot: r.ctx.dir, Sources: []string{src}, Ignore: r.ctx.ignore, FromContext: true, Digests: r.digests})
 		if err != nil {
 			return nil, err
 		}

@@ -57,6 +57,14 @@ func (r *run) inputKey(ctx context.Context, step *dockerfile.Step) ([]string, er
 			}
 			out = append(out, "image", img.Digest.String())
 		case len(c.Sources) > 0:
+			rs, err := r.remote(ctx, step)
+			if err != nil {
+				return nil, err
+			}
+			if rs != nil {
+				out = append(out, "remote", rs.key)
+				break
+			}
 			sum, err := copier.Checksum(ctx, r.copyRequest(c, r.ctx.dir, ""))
 			if err != nil {
 				return nil, err
@@ -105,6 +113,7 @@ func (r *run) copyRequest(c *dockerfile.CopyStep, srcRoot, destRoot string) copi
 	if c.FromStage == nil && c.FromImage == "" {
 		req.Ignore = r.ctx.ignore
 		req.FromContext = true
+		req.Digests = r.digests
 	}
 	if r.o.Epoch != nil {
 		e := r.o.Epoch.Unix()
@@ -164,7 +173,13 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 			mounts = append(mounts, m)
 		}
 	}
-	payload, err := json.Marshal(r.copyRequest(c, srcRoot, destRoot))
+	req := r.copyRequest(c, srcRoot, destRoot)
+	if rs, err := r.remote(ctx, step); err != nil {
+		return err
+	} else if rs != nil {
+		req.SrcRoot, req.Sources, req.Add, req.Ignore = rs.dir, rs.sources, rs.unpack, nil
+	}
+	payload, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
