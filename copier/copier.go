@@ -9,6 +9,8 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+
+	mode "github.com/tonistiigi/dchapes-mode"
 	"strings"
 	"time"
 
@@ -224,11 +226,15 @@ func newWriter(req Request) (*writer, error) {
 		links:     map[devIno]string{},
 	}
 	if req.Chmod != "" {
-		m, err := ParseChmod(req.Chmod)
+		m, set, err := parseChmod(req.Chmod)
 		if err != nil {
 			return nil, err
 		}
-		w.chmod = &m
+		if set != nil {
+			w.chmodSet = set
+		} else {
+			w.chmod = &m
+		}
 	}
 	if req.Chown != "" {
 		o, err := resolveChown(req.DestRoot, req.Chown)
@@ -244,14 +250,61 @@ func newWriter(req Request) (*writer, error) {
 	return w, nil
 }
 
-// ParseChmod parses a --chmod value: an octal mode up to 07777. The error
-// carries BuildKit's wording.
-func ParseChmod(s string) (uint32, error) {
+// ParseChmod checks a --chmod value: an octal mode up to 07777 or a
+// symbolic one as chmod(1) takes (u+x,g-w), applied to each source's mode.
+// The error for a bad numeric value carries BuildKit's wording.
+func ParseChmod(s string) error {
+	_, _, err := parseChmod(s)
+	return err
+}
+
+func parseChmod(s string) (uint32, *mode.Set, error) {
 	m, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || m > 0o7777 {
-		return 0, fmt.Errorf("invalid chmod parameter: '%s'. it should be octal string and between 0 and 07777", s)
+	if err == nil && m <= 0o7777 {
+		return uint32(m), nil, nil
 	}
-	return uint32(m), nil
+	numeric := fmt.Errorf("invalid chmod parameter: '%s'. it should be octal string and between 0 and 07777", s)
+	if err == nil || s != "" && s[0] >= '0' && s[0] <= '9' {
+		return 0, nil, numeric
+	}
+	set, err := mode.Parse(s)
+	if err != nil {
+		return 0, nil, fmt.Errorf("invalid chmod parameter: '%s': %v", s, err)
+	}
+	return 0, &set, nil
+}
+
+// applyChmod gives the mode an entry gets: the fixed --chmod, the symbolic
+// one applied to the source's mode, or the source's mode.
+func (w *writer) applyChmod(src uint32) uint32 {
+	switch {
+	case w.chmod != nil:
+		return *w.chmod
+	case w.chmodSet != nil:
+		fm := fs.FileMode(src & 0o777)
+		if src&0o4000 != 0 {
+			fm |= fs.ModeSetuid
+		}
+		if src&0o2000 != 0 {
+			fm |= fs.ModeSetgid
+		}
+		if src&0o1000 != 0 {
+			fm |= fs.ModeSticky
+		}
+		out := w.chmodSet.Apply(fm)
+		m := uint32(out.Perm())
+		if out&fs.ModeSetuid != 0 {
+			m |= 0o4000
+		}
+		if out&fs.ModeSetgid != 0 {
+			m |= 0o2000
+		}
+		if out&fs.ModeSticky != 0 {
+			m |= 0o1000
+		}
+		return m
+	}
+	return src
 }
 
 // resolveChown resolves --chown the way BuildKit does: a numeric user

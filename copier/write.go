@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	mode "github.com/tonistiigi/dchapes-mode"
 )
 
 // copyChunk is how much file content is copied between context checks; the
@@ -28,9 +30,10 @@ type devIno struct{ dev, ino uint64 }
 // writer creates entries under the destination root.
 type writer struct {
 	root      string
-	chown     *owner  // --chown: every written entry
-	zeroOwner bool    // build context: 0:0 instead of the source owner
-	chmod     *uint32 // --chmod: every written entry but symlinks
+	chown     *owner    // --chown: every written entry
+	zeroOwner bool      // build context: 0:0 instead of the source owner
+	chmod     *uint32   // --chmod: every written entry but symlinks
+	chmodSet  *mode.Set // symbolic --chmod, applied to each source mode
 	epoch     *time.Time
 	now       time.Time
 	links     map[devIno]string // first destination path of each hard-linked inode
@@ -223,10 +226,7 @@ func (w *writer) meta(src string, info fs.FileInfo, dst string) error {
 		return fmt.Errorf("chown %s: %w", w.display(dst), err)
 	}
 	if info.Mode()&fs.ModeSymlink == 0 {
-		mode := st.Mode & 0o7777
-		if w.chmod != nil {
-			mode = *w.chmod
-		}
+		mode := w.applyChmod(st.Mode & 0o7777)
 		// After chown: chown clears setuid/setgid bits.
 		if err := unix.Fchmodat(unix.AT_FDCWD, dst, mode, 0); err != nil {
 			return fmt.Errorf("chmod %s: %w", w.display(dst), err)
@@ -260,9 +260,7 @@ func (w *writer) writeData(dst string, data []byte, mode uint32) error {
 	if err := os.Lchown(dst, int(o.uid), int(o.gid)); err != nil {
 		return fmt.Errorf("chown %s: %w", w.display(dst), err)
 	}
-	if w.chmod != nil {
-		mode = *w.chmod
-	}
+	mode = w.applyChmod(mode & 0o7777)
 	if err := unix.Fchmodat(unix.AT_FDCWD, dst, mode&0o7777, 0); err != nil {
 		return fmt.Errorf("chmod %s: %w", w.display(dst), err)
 	}

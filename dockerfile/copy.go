@@ -3,11 +3,11 @@ package dockerfile
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	mode "github.com/tonistiigi/dchapes-mode"
 )
 
 // copyArgs is what COPY and ADD share after expansion.
@@ -119,8 +119,6 @@ func (p *planner) stageLabel(s *stageState) string {
 	return s.label
 }
 
-// symbolicMode matches chmod(1) symbolic modes such as u+x,go-w.
-var symbolicMode = regexp.MustCompile(`^[ugoa]*([-+=]([rwxXst]*|[ugo]))+(,[ugoa]*([-+=]([rwxXst]*|[ugo]))+)*$`)
 
 // checkChmod accepts an octal mode up to 07777. Symbolic modes are
 // recognised but not supported (the copier applies octal modes only).
@@ -132,10 +130,14 @@ func checkChmod(chmod string) error {
 	if err == nil && n <= 0o7777 {
 		return nil
 	}
-	if err == nil || chmod[0] >= '0' && chmod[0] <= '9' || !symbolicMode.MatchString(chmod) {
+	if err == nil || chmod[0] >= '0' && chmod[0] <= '9' {
 		return fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", chmod)
 	}
-	return fmt.Errorf("symbolic --chmod=%s is not supported, use an octal mode", chmod)
+	// Symbolic, as chmod(1): applied to each source's mode when copying.
+	if _, err := mode.Parse(chmod); err != nil {
+		return fmt.Errorf("invalid chmod parameter: '%v': %v", chmod, err)
+	}
+	return nil
 }
 
 // chownByName reports whether user or group in "user[:group]" is a name.

@@ -89,7 +89,7 @@ func TestPlanErrors(t *testing.T) {
 		{"invalid reference", "FROM Busybox", Options{}, "failed to parse stage name", 1},
 		{"octal chmod", "FROM scratch\nCOPY --chmod=64a foo /", Options{}, "invalid chmod parameter", 2},
 		{"chmod too large", "FROM scratch\nCOPY --chmod=17777 foo /", Options{}, "invalid chmod parameter", 2},
-		{"symbolic chmod", "FROM scratch\nCOPY --chmod=u+x foo /", Options{}, "not supported", 2},
+		{"bad symbolic chmod", "FROM scratch\nCOPY --chmod=u+q foo /", Options{}, "invalid chmod parameter: 'u+q'", 2},
 		{"chmod from ARG", "FROM scratch\nARG M=9\nCOPY --chmod=$M foo /", Options{}, "invalid chmod parameter: '9'", 3},
 		{"link chown by name", "FROM scratch\nCOPY --link --chown=app foo /", Options{}, "can't be resolved when used with --link", 2},
 		{"COPY of a URL", "FROM scratch\nCOPY https://x/y /", Options{}, "source can't be a URL for COPY", 2},
