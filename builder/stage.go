@@ -171,14 +171,22 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 	if err != nil {
 		return nil, false, err
 	}
+	// The chain goes on from key; the result is stored under layerKey,
+	// which for COPY --link leaves out the parent: the layer does not
+	// depend on it, so a new base reuses it.
 	key := stepKey(st.key, step, extra...)
+	layerKey := key
+	if step.Kind == dockerfile.Copy && step.Copy.Link {
+		layerKey = cache.Key(append([]string{"link", step.Text}, extra...)...)
+	}
 	noCache := r.noCache(s)
 	if noCache {
 		// A step run again on purpose gets a key of its own, so neither it
 		// nor anything built on it can be mistaken for the cached result;
 		// identical steps of this build still share it.
 		key = cache.Key(key, "no-cache", r.nonce)
-	} else if e, ok, err := r.b.cache.Get(key); err != nil {
+		layerKey = cache.Key(layerKey, "no-cache", r.nonce)
+	} else if e, ok, err := r.b.cache.Get(layerKey); err != nil {
 		return nil, false, err
 	} else if ok && r.usable(e) {
 		next.key = key
@@ -190,15 +198,19 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 	// Identical steps of this build (same key) run once; the others wait
 	// for that result.
 	ran := false
-	v, err, _ := r.flight.Do(key, func() (any, error) {
+	v, err, _ := r.flight.Do(layerKey, func() (any, error) {
 		if !noCache {
 			// Another build may have made it while this one waited.
-			if e, ok, err := r.b.cache.Get(key); err == nil && ok && r.usable(e) {
+			if e, ok, err := r.b.cache.Get(layerKey); err == nil && ok && r.usable(e) {
 				return e, nil
 			}
 		}
 		ran = true
-		return r.execStep(ctx, s, id, step, st, key)
+		base := st
+		if step.Kind == dockerfile.Copy && step.Copy.Link {
+			base = &state{} // the copy lands in an empty tree
+		}
+		return r.execStep(ctx, s, id, step, base, layerKey)
 	})
 	if err != nil {
 		return nil, false, err

@@ -203,3 +203,29 @@ ENV A=b
 		t.Errorf("two builds with SOURCE_DATE_EPOCH gave %s and %s", digests[0], digests[1])
 	}
 }
+
+// TestBuildCopyLink checks COPY --link: its layer does not depend on the
+// steps before it, so a change below it keeps it cached.
+func TestBuildCopyLink(t *testing.T) {
+	needRoot(t)
+	root, ctx := t.TempDir(), t.TempDir()
+	df := "FROM busybox\nARG V\nRUN echo $V > /v && ln -s /nowhere /link-dir\nCOPY --link --chmod=0600 f.txt /w/f.txt\nRUN cat /v /w/f.txt > /both\n"
+	writeFiles(t, ctx, map[string]string{"Dockerfile": df, "f.txt": "linked\n"})
+	buildTo := func(v string) (string, map[string]string) {
+		out := filepath.Join(t.TempDir(), "out")
+		r := mustBuild(t, buildOpts{root: root, context: ctx, mirror: true, buildArgs: []string{"V=" + v}, outputs: []string{"type=local,dest=" + out}})
+		return out, steps(t, r.stderr)
+	}
+	buildTo("one")
+	out, st := buildTo("two")
+	if st["Dockerfile:3"] != "DONE" || st["Dockerfile:4"] != "CACHED" || st["Dockerfile:5"] != "DONE" {
+		t.Errorf("after changing the step below COPY --link: steps %v, want RUN DONE, COPY --link CACHED, last RUN DONE", st)
+	}
+	if got := readFile(t, filepath.Join(out, "both")); got != "two\nlinked\n" {
+		t.Errorf("/both = %q", got)
+	}
+	fi, err := os.Stat(filepath.Join(out, "w/f.txt"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("/w/f.txt: %v %v, want mode 0600", fi, err)
+	}
+}
