@@ -21,27 +21,37 @@ const conformanceParallel = 2
 // corpus README specifies, one subtest per case.
 func TestConformance(t *testing.T) {
 	f := needRoot(t)
-	ents, err := os.ReadDir(corpusDir)
-	if err != nil {
-		t.Fatalf("corpus: %v", err)
-	}
+	// The shared corpus, then our own cases (one per bug fixed or feature
+	// added) in the same format.
 	var cases []string
-	for _, e := range ents {
-		if e.IsDir() {
-			cases = append(cases, e.Name())
+	for _, dir := range []string{corpusDir, ownCasesDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("corpus: %v", err)
+		}
+		n := 0
+		for _, e := range ents {
+			if e.IsDir() {
+				cases = append(cases, filepath.Join(dir, e.Name()))
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatalf("no cases in %s", dir)
 		}
 	}
-	if len(cases) == 0 {
-		t.Fatalf("no cases in %s", corpusDir)
-	}
 	sem := make(chan struct{}, conformanceParallel)
-	for _, name := range cases {
+	for _, dir := range cases {
+		name := filepath.Base(dir)
+		if filepath.Dir(dir) == ownCasesDir {
+			name = "own/" + name
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			start := time.Now()
-			runCase(t, f, filepath.Join(corpusDir, name))
+			runCase(t, f, dir)
 			t.Logf("case took %s", time.Since(start).Round(time.Millisecond))
 		})
 	}

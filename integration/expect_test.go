@@ -201,3 +201,6 @@ func TestParseExpectCorpus(t *testing.T) {
 
 // corpusDir is the shared conformance corpus, relative to this package.
 const corpusDir = "../../shared/conformance/cases"
+
+// ownCasesDir holds the project's own cases in the corpus format.
+const ownCasesDir = "testdata/cases"
