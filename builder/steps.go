@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -136,9 +138,25 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 	}
 	defer os.RemoveAll(dir)
 	destRoot := filepath.Join(dir, "dest")
-	dest := snapshot.OverlayMount(st.lowers(), a)
-	dest.Target = destRoot
-	mounts := []snapshot.Mount{dest}
+	var mounts []snapshot.Mount
+	userRoot := ""
+	if direct, err := directCopy(st, c, a); err != nil {
+		return err
+	} else if direct {
+		// A new tree: written straight into the upper dir, which is what
+		// the overlay would do, without its cost per created file.
+		destRoot = a.Dir
+		if c.Chown != "" && len(st.layers) > 0 {
+			userRoot = filepath.Join(dir, "users")
+			m := snapshot.OverlayMount(st.lowers(), nil)
+			m.Target = userRoot
+			mounts = append(mounts, m)
+		}
+	} else {
+		dest := snapshot.OverlayMount(st.lowers(), a)
+		dest.Target = destRoot
+		mounts = append(mounts, dest)
+	}
 
 	srcRoot := r.ctx.dir
 	var src *state
@@ -174,6 +192,7 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 		}
 	}
 	req := r.copyRequest(c, srcRoot, destRoot)
+	req.UserRoot = userRoot
 	if rs, err := r.remote(ctx, step); err != nil {
 		return err
 	} else if rs != nil {
@@ -242,4 +261,39 @@ func runMkdirHelper(payload []byte) error {
 		return err
 	}
 	return copier.MkdirAll(req.Root, req.Path, req.User)
+}
+
+// directCopy reports whether a COPY may write into the upper dir directly:
+// its destination does not exist in the layers below and no symlink lies
+// on the way, so the overlay would only copy up the existing parent dirs
+// (done here) and create new entries in the upper dir. It copies the
+// parents up when it says yes.
+func directCopy(st *state, c *dockerfile.CopyStep, a *snapshot.Active) (bool, error) {
+	dest := c.Dest
+	if !path.IsAbs(dest) {
+		dest = path.Join("/", c.Workdir, dest)
+	}
+	dest = path.Clean(dest)
+	if dest == "/" {
+		return false, nil
+	}
+	entries, err := snapshot.LookupMerged(st.lowers(), dest)
+	if errors.Is(err, snapshot.ErrNotSimple) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(entries) == 0 || entries[len(entries)-1].Exists {
+		return false, nil
+	}
+	for _, e := range entries[:len(entries)-1] {
+		if !e.Info.IsDir() {
+			return false, nil // the overlay path reports this error
+		}
+	}
+	if err := snapshot.CopyUpDirs(a.Dir, dest, entries); err != nil {
+		return false, err
+	}
+	return true, nil
 }

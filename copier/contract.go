@@ -33,6 +33,9 @@ type Request struct {
 
 	// DestRoot is the destination root filesystem (mounted, writable).
 	DestRoot string
+	// UserRoot is where --chown names are looked up (its /etc/passwd and
+	// /etc/group); DestRoot when empty.
+	UserRoot string
 	// Dest is the destination as written; relative to Workdir when not absolute.
 	Dest    string
 	Workdir string

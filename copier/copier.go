@@ -237,7 +237,11 @@ func newWriter(req Request) (*writer, error) {
 		}
 	}
 	if req.Chown != "" {
-		o, err := resolveChown(req.DestRoot, req.Chown)
+		users := req.UserRoot
+		if users == "" {
+			users = req.DestRoot
+		}
+		o, err := resolveChown(users, req.Chown)
 		if err != nil {
 			return nil, err
 		}
