@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -81,6 +82,10 @@ func (l *Local) Get(key string) (Entry, bool, error) {
 		// A torn or foreign entry is never trusted.
 		return Entry{}, false, nil
 	}
+	// The file's mtime is the entry's last use, which garbage collection
+	// reads to drop the least recently used entries first. Best effort: a
+	// failed touch only makes the entry look older.
+	_ = os.Chtimes(l.path(key), time.Time{}, time.Now())
 	return e, true, nil
 }
 

@@ -89,6 +89,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return usagef("invalid tag %q: %v", t, err)
 		}
 	}
+	defer holdStore(ctx, g)()
 	sink, err := newRenderer(*prog, os.Stderr, *quiet)
 	if err != nil {
 		return usageError{err}

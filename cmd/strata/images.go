@@ -30,6 +30,7 @@ func runImport(ctx context.Context, g *globals, args []string) error {
 			return usagef("invalid tag %q: %v", t, err)
 		}
 	}
+	defer holdStore(ctx, g)()
 	b, err := builder.New(g.root)
 	if err != nil {
 		return err
@@ -95,6 +96,7 @@ func runRegistry(ctx context.Context, g *globals, args []string) error {
 func runPush(ctx context.Context, g *globals, args []string) error {
 	fs := pflag.NewFlagSet("push", pflag.ContinueOnError)
 	insecure := fs.StringArray("insecure-registry", nil, "use plain HTTP for this HOST:PORT")
+	jobs := fs.Int("jobs", 0, "layers uploaded at once (default 3)")
 	fs.StringVar(&g.root, "root", g.root, "state directory")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -109,6 +111,7 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err := registry.ValidateRef(dst); err != nil {
 		return usagef("invalid destination %q: %v", dst, err)
 	}
+	defer holdStore(ctx, g)()
 	s, err := registry.OpenStore(g.root)
 	if err != nil {
 		return err
@@ -120,8 +123,9 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if !ok {
 		return fmt.Errorf("no such image in the local store: %s", src)
 	}
-	if err := registry.Push(ctx, s.V1(img), dst, registry.Options{Insecure: *insecure}); err != nil {
-		return fmt.Errorf("pushing %s: %w", dst, err)
+	// Push's errors already name the destination.
+	if err := registry.Push(ctx, s.V1(img), dst, registry.Options{Insecure: *insecure, Jobs: *jobs}); err != nil {
+		return err
 	}
 	fmt.Println(img.Digest.String())
 	return nil
@@ -139,6 +143,7 @@ func runTag(ctx context.Context, g *globals, args []string) error {
 	if err := registry.ValidateRef(fs.Arg(1)); err != nil {
 		return usagef("invalid tag %q: %v", fs.Arg(1), err)
 	}
+	defer holdStore(ctx, g)()
 	s, err := registry.OpenStore(g.root)
 	if err != nil {
 		return err

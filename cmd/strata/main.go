@@ -35,6 +35,8 @@ func commands() []command {
 		{"images", "images", runImages},
 		{"push", "push [--insecure-registry HOST:PORT] IMAGE [DESTINATION]", runPush},
 		{"tag", "tag SOURCE TARGET", runTag},
+		{"prune", "prune [--all] [--keep-storage SIZE] [--dry-run] [-f]", runPrune},
+		{"du", "du [-v]", runDu},
 	}
 }
 
