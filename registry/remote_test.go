@@ -341,7 +341,7 @@ func TestOptionsParseRef(t *testing.T) {
 			t.Errorf("%s insecure=%v: scheme %s, want %s", tc.ref, tc.insecure, got, tc.scheme)
 		}
 	}
-	if _, err := (Options{Platform: "not a/platform/at/all/x"}).remoteOptions(context.Background()); err == nil {
+	if _, _, err := (Options{Platform: "not a/platform/at/all/x"}).remoteOptions(context.Background()); err == nil {
 		t.Error("bad platform accepted")
 	}
 }

@@ -144,7 +144,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		for _, t := range *tags {
 			sink.Info(fmt.Sprintf("pushing %s", t))
 			if err := registry.Push(ctx, b.Store().V1(img), t, o.Registry); err != nil {
-				return fmt.Errorf("pushing %s: %w", t, err)
+				return err // names the destination
 			}
 		}
 	}

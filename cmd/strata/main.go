@@ -37,6 +37,12 @@ func commands() []command {
 		{"tag", "tag SOURCE TARGET", runTag},
 		{"prune", "prune [--all] [--keep-storage SIZE] [--dry-run] [-f]", runPrune},
 		{"du", "du [-v]", runDu},
+		{"pull", "pull [--platform OS/ARCH] [--insecure-registry HOST:PORT] IMAGE", runPull},
+		{"rmi", "rmi IMAGE...", runRmi},
+		{"inspect", "inspect [--format json] IMAGE", runInspect},
+		{"history", "history [--no-trunc] IMAGE", runHistory},
+		{"login", "login [-u USER] [-p PASS | --password-stdin] REGISTRY", runLogin},
+		{"logout", "logout REGISTRY", runLogout},
 	}
 }
 
