@@ -143,6 +143,15 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	if err != nil {
 		return nil, err
 	}
+	// The target stage and the stages it is FROM: their new layers go into
+	// the image, so they are compressed in the background as soon as they
+	// are committed, while later steps run.
+	r.final = map[*dockerfile.Stage]bool{}
+	for s := plan.Target; s != nil; s = s.BaseStage {
+		r.final[s] = true
+	}
+	r.bgctx = ctx
+	defer r.bg.Wait()
 	var g dag.Graph[*dockerfile.Stage]
 	for _, s := range plan.Stages {
 		g.Add(s, s.Deps...)
@@ -196,6 +205,10 @@ type run struct {
 
 	remotes map[*dockerfile.Step]*remoteSource // ADD URL/git sources fetched
 	digests copier.FileDigests                 // stat cache of the context; nil without one
+
+	final map[*dockerfile.Stage]bool // stages whose layers are in the image
+	bgctx context.Context            // outlives the stage graph's context
+	bg    sync.WaitGroup             // background layer exports
 
 	flight singleflight.Group // identical steps run once per build
 	nonce  string             // per build: keys of steps run under --no-cache

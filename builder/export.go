@@ -44,6 +44,19 @@ func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, e
 	if ref.layer != nil {
 		return *ref.layer, nil
 	}
+	if f := ref.export; f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return registry.Layer{}, ctx.Err()
+		}
+		if f.err == nil {
+			ref.layer = &f.layer
+			return f.layer, nil
+		}
+		// A failed background export is tried again here, with its error
+		// reported if it fails again.
+	}
 	var opts snapshot.DiffOptions
 	if r.o.Epoch != nil {
 		opts.Epoch = r.o.Epoch

@@ -27,9 +27,17 @@ type state struct {
 
 // layerRef is one layer of a state: its snapshot, and its blob once known.
 type layerRef struct {
-	snap  snapshot.Snapshot
-	layer *registry.Layer
-	entry string // cache entry to record the blob in once exported; "" for image layers
+	snap   snapshot.Snapshot
+	layer  *registry.Layer
+	entry  string        // cache entry to record the blob in once exported; "" for image layers
+	export *exportFuture // a background export of snap, when one was started
+}
+
+// exportFuture is a layer being exported in the background.
+type exportFuture struct {
+	done  chan struct{}
+	layer registry.Layer
+	err   error
 }
 
 // lowers returns the snapshots top first, as overlayfs wants them.
@@ -216,7 +224,28 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 		return nil, false, err
 	}
 	r.apply(next, v.(cache.Entry))
+	if ran && r.final[s] {
+		r.exportInBackground(&next.layers[len(next.layers)-1], v.(cache.Entry))
+	}
 	return next, !ran, nil
+}
+
+// exportInBackground starts compressing a new layer of the image while the
+// build goes on; commitImage waits for it.
+func (r *run) exportInBackground(ref *layerRef, e cache.Entry) {
+	if e.Empty || ref.layer != nil || ref.export != nil {
+		return
+	}
+	f := &exportFuture{done: make(chan struct{})}
+	ref.export = f
+	local := *ref
+	local.export = nil
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		defer close(f.done)
+		f.layer, f.err = r.exportLayer(r.bgctx, &local)
+	}()
 }
 
 // execStep runs a step over st and records its result under key.
