@@ -41,6 +41,8 @@ type Options struct {
 	NoCacheFilter  []string          // stages (by name or index) whose steps always run
 	Secrets        map[string]Secret // --secret, by id
 	SSH            map[string]string // --ssh: id -> agent socket
+	CacheFrom      []CacheSpec       // --cache-from
+	CacheTo        []CacheSpec       // --cache-to
 	Jobs           int               // concurrent stages; NumCPU when < 1
 	Epoch          *time.Time        // SOURCE_DATE_EPOCH
 	Registry       registry.Options
@@ -152,6 +154,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	}
 	r.bgctx = ctx
 	defer r.bg.Wait()
+	r.mounts = map[string]bool{}
+	r.importCaches(ctx)
+	defer r.closeCaches()
 	var g dag.Graph[*dockerfile.Stage]
 	for _, s := range plan.Stages {
 		g.Add(s, s.Deps...)
@@ -169,7 +174,14 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	if err != nil {
 		return nil, err
 	}
-	return r.commitImage(ctx, r.results[plan.Target])
+	img, err := r.commitImage(ctx, r.results[plan.Target])
+	if err != nil {
+		return nil, err
+	}
+	if err := r.exportCaches(ctx, r.results[plan.Target]); err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
 // Check lints the Dockerfile of o without building (build --check): the
@@ -209,6 +221,11 @@ type run struct {
 	final map[*dockerfile.Stage]bool // stages whose layers are in the image
 	bgctx context.Context            // outlives the stage graph's context
 	bg    sync.WaitGroup             // background layer exports
+
+	remoteSteps  map[string]remoteStep // --cache-from results by step key
+	remoteMounts map[string]remoteStep // --cache-from cache mounts by name
+	cacheSources []*registry.CacheSource
+	mounts       map[string]bool // cache mount dirs used (for mode=max)
 
 	flight singleflight.Group // identical steps run once per build
 	nonce  string             // per build: keys of steps run under --no-cache

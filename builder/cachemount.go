@@ -63,7 +63,11 @@ func (r *run) cacheMount(ctx context.Context, m dockerfile.RunMount, target stri
 		return snapshot.Mount{}, nil, err
 	}
 	host := filepath.Join(dir, name)
-	if err := makeCacheDir(host, m); err != nil {
+	r.mu.Lock()
+	r.mounts[name] = true
+	r.mu.Unlock()
+	fill := func(tmp string) error { return r.fillMount(ctx, name, tmp) }
+	if err := makeCacheDir(host, m, fill); err != nil {
 		lock.Close()
 		return snapshot.Mount{}, nil, err
 	}
@@ -77,7 +81,7 @@ func (r *run) cacheMount(ctx context.Context, m dockerfile.RunMount, target stri
 // makeCacheDir creates a cache directory with the owner and mode the mount
 // asks for (0:0 and 0755 by default). Like BuildKit, they apply only when
 // the directory is first made; it appears whole, by rename.
-func makeCacheDir(host string, m dockerfile.RunMount) error {
+func makeCacheDir(host string, m dockerfile.RunMount, fill func(dir string) error) error {
 	if _, err := os.Lstat(host); err == nil {
 		return nil
 	}
@@ -101,6 +105,11 @@ func makeCacheDir(host string, m dockerfile.RunMount) error {
 	}
 	if err := unix.Chmod(tmp, mode); err != nil { // raw bits: setgid etc. as written
 		os.Remove(tmp)
+		return err
+	}
+	// An imported cache (--cache-from, mode=max) seeds a new directory.
+	if err := fill(tmp); err != nil {
+		os.RemoveAll(tmp)
 		return err
 	}
 	if err := os.Rename(tmp, host); err != nil {

@@ -42,6 +42,12 @@ func (r *run) commitImage(ctx context.Context, st *state) (*registry.Image, erro
 // cache entry so that a rebuild does not diff again.
 func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, error) {
 	if ref.layer != nil {
+		if ref.remote != nil {
+			// Only what the image (or a cache export) needs is fetched.
+			if err := ref.remote.Fetch(ctx, r.b.store, ref.layer.Digest); err != nil {
+				return registry.Layer{}, err
+			}
+		}
 		return *ref.layer, nil
 	}
 	if f := ref.export; f != nil {

@@ -172,7 +172,10 @@ func (r *run) bindMount(ctx context.Context, m dockerfile.RunMount, target, dir 
 		if err != nil {
 			return nil, err
 		}
-		from = st
+		from = st.clone()
+		if err := r.materialize(ctx, from); err != nil {
+			return nil, err
+		}
 	case m.FromImage != "":
 		img, err := r.image(ctx, m.FromImage)
 		if err != nil {

@@ -22,7 +22,15 @@ type state struct {
 	layers  []layerRef // bottom first
 	config  *v1.ConfigFile
 	history []v1.History
-	key     string // cache key of the last step (the chain so far)
+	key     string       // cache key of the last step (the chain so far)
+	records []stepRecord // the steps that made layers or history, for --cache-to
+}
+
+// stepRecord is one step of a state as a cache export records it.
+type stepRecord struct {
+	key     string
+	layer   int // index in layers; -1 when the step changed no file
+	history v1.History
 }
 
 // layerRef is one layer of a state: its snapshot, and its blob once known.
@@ -31,6 +39,11 @@ type layerRef struct {
 	layer  *registry.Layer
 	entry  string        // cache entry to record the blob in once exported; "" for image layers
 	export *exportFuture // a background export of snap, when one was started
+
+	// From an imported cache: no snapshot until one is needed.
+	remote    *registry.CacheSource
+	remoteKey string
+	history   v1.History
 }
 
 // exportFuture is a layer being exported in the background.
@@ -53,6 +66,7 @@ func (s *state) clone() *state {
 	c := *s
 	c.layers = append([]layerRef(nil), s.layers...)
 	c.history = append([]v1.History(nil), s.history...)
+	c.records = append([]stepRecord(nil), s.records...)
 	return &c
 }
 
@@ -200,6 +214,12 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 		next.key = key
 		r.apply(next, e)
 		return next, true, nil
+	} else if rs, ok := r.remoteSteps[layerKey]; ok {
+		// From --cache-from: nothing is fetched unless a later step or
+		// the image needs the layer.
+		next.key = key
+		r.applyRemote(next, layerKey, rs)
+		return next, true, nil
 	}
 	next.key = key
 
@@ -250,6 +270,9 @@ func (r *run) exportInBackground(ref *layerRef, e cache.Entry) {
 
 // execStep runs a step over st and records its result under key.
 func (r *run) execStep(ctx context.Context, s *dockerfile.Stage, id int, step *dockerfile.Step, st *state, key string) (cache.Entry, error) {
+	if err := r.materialize(ctx, st); err != nil {
+		return cache.Entry{}, err
+	}
 	a, err := r.b.snaps.Prepare(ctx)
 	if err != nil {
 		return cache.Entry{}, err
@@ -328,8 +351,10 @@ func (r *run) usable(e cache.Entry) bool {
 func (r *run) apply(st *state, e cache.Entry) {
 	st.history = append(st.history, e.History)
 	if e.Empty {
+		st.records = append(st.records, stepRecord{key: e.Key, layer: -1, history: e.History})
 		return
 	}
+	st.records = append(st.records, stepRecord{key: e.Key, layer: len(st.layers), history: e.History})
 	snap, _ := r.b.snaps.Get(e.Snapshot)
 	ref := layerRef{snap: snap, entry: e.Key}
 	if e.Layer != nil {

@@ -180,6 +180,10 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 		}
 	}
 	if src != nil {
+		src = src.clone() // shared with other stages: materialize a copy
+		if err := r.materialize(ctx, src); err != nil {
+			return err
+		}
 		srcRoot = filepath.Join(dir, "src")
 		if len(src.layers) == 0 {
 			if err := os.Mkdir(srcRoot, 0o755); err != nil {

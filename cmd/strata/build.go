@@ -26,6 +26,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		noCache   = fs.Bool("no-cache", false, "do not use the build cache")
 		secrets   = fs.StringArray("secret", nil, "expose a secret to RUN --mount=type=secret: id=ID[,src=FILE|env=VAR]")
 		sshFlags  = fs.StringArray("ssh", nil, "forward an SSH agent to RUN --mount=type=ssh: default|ID[=SOCKET]")
+		cacheFrom = fs.StringArray("cache-from", nil, "import build cache: type=registry,ref=REF | type=local,src=DIR | REF (repeatable)")
+		cacheTo   = fs.StringArray("cache-to", nil, "export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=...]")
 		check     = fs.Bool("check", false, "check the Dockerfile with the build checks instead of building")
 		noCacheF  = fs.StringArray("no-cache-filter", nil, "do not use the build cache for this stage (repeatable)")
 		prog      = fs.String("progress", "auto", "progress output: auto, tty, plain, json")
@@ -81,6 +83,21 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		sshMap[id] = sock
 	}
+	var cacheFromSpecs, cacheToSpecs []builder.CacheSpec
+	for _, f := range *cacheFrom {
+		c, err := builder.ParseCacheSpec(f, false)
+		if err != nil {
+			return usagef("--cache-from %s: %v", f, err)
+		}
+		cacheFromSpecs = append(cacheFromSpecs, c)
+	}
+	for _, f := range *cacheTo {
+		c, err := builder.ParseCacheSpec(f, true)
+		if err != nil {
+			return usagef("--cache-to %s: %v", f, err)
+		}
+		cacheToSpecs = append(cacheToSpecs, c)
+	}
 	if *push && len(*tags) == 0 {
 		return usagef("--push needs at least one -t")
 	}
@@ -111,6 +128,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		NoCacheFilter:  *noCacheF,
 		Secrets:        secretMap,
 		SSH:            sshMap,
+		CacheFrom:      cacheFromSpecs,
+		CacheTo:        cacheToSpecs,
 		Jobs:           *jobs,
 		Registry:       registry.Options{Insecure: *insecure, Mirrors: mirrorMap},
 		Progress:       sink,

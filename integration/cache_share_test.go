@@ -1,0 +1,128 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cacheDockerfile has a stage whose layers never reach the image, random
+// data (a re-run would show), and a cache mount.
+const cacheDockerfile = `FROM busybox AS tool
+RUN head -c 2000000 /dev/urandom > /big && sha256sum /big > /big.sum
+
+FROM busybox
+COPY app.txt /app.txt
+COPY --from=tool /big.sum /big.sum
+RUN head -c 32 /dev/urandom | sha256sum > /rand
+RUN --mount=type=cache,target=/var/cache/pkgs echo downloaded > /var/cache/pkgs/pkg && cat /var/cache/pkgs/pkg > /pkg
+`
+
+// TestRegistryCacheTwoAgents checks --cache-to/--cache-from through the
+// registry: a second agent with an empty root re-runs no step, gets the
+// same files, and downloads only the layers of the final image; with
+// mode=max the cache mount's content travels too.
+func TestRegistryCacheTwoAgents(t *testing.T) {
+	needRoot(t)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": cacheDockerfile, "app.txt": "app\n"})
+	cacheRef := fx.registry + "/cache/app:buildcache"
+
+	outA := filepath.Join(t.TempDir(), "out")
+	mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outA},
+		extra: []string{"--cache-to", "type=registry,ref=" + cacheRef + ",mode=max"}})
+
+	rootB := t.TempDir()
+	outB := filepath.Join(t.TempDir(), "out")
+	r := mustBuild(t, buildOpts{root: rootB, context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outB},
+		extra: []string{"--cache-from", "type=registry,ref=" + cacheRef}})
+	for line, end := range steps(t, r.stderr) {
+		if end != "CACHED" {
+			t.Errorf("agent B: step %s ended %q, want CACHED", line, end)
+		}
+	}
+	for _, f := range []string{"rand", "big.sum", "app.txt", "pkg"} {
+		if a, b := readFile(t, filepath.Join(outA, f)), readFile(t, filepath.Join(outB, f)); a != b {
+			t.Errorf("agent B's /%s = %q, agent A built %q", f, b, a)
+		}
+	}
+
+	// The tool stage's 2 MB layer is in the cache but not in the image:
+	// agent B must not have fetched it.
+	raw, err := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+cacheRef).Output()
+	if err != nil {
+		t.Fatalf("skopeo inspect of the cache: %v", err)
+	}
+	var m struct {
+		Config struct{ MediaType string }
+		Layers []struct {
+			Digest string
+			Size   int64
+		}
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Config.MediaType != "application/vnd.strata.cache.config.v1+json" {
+		t.Errorf("cache manifest config media type %q", m.Config.MediaType)
+	}
+	big := 0
+	for _, l := range m.Layers {
+		if l.Size < 1500000 {
+			continue
+		}
+		big++
+		hex := strings.TrimPrefix(l.Digest, "sha256:")
+		if _, err := os.Stat(filepath.Join(rootB, "blobs", "sha256", hex)); err == nil {
+			t.Errorf("agent B fetched the tool stage's layer %s, which the image does not need", l.Digest)
+		}
+	}
+	if big != 1 {
+		t.Errorf("the mode=max cache holds %d layers of 2 MB, want 1 (the tool stage's)", big)
+	}
+
+	// A changed step re-runs on agent B, and its cache mount comes seeded
+	// from agent A's export.
+	writeFiles(t, ctx, map[string]string{"Dockerfile": strings.Replace(cacheDockerfile,
+		"echo downloaded > /var/cache/pkgs/pkg && cat", "cat", 1)})
+	rootC := t.TempDir()
+	outC := filepath.Join(t.TempDir(), "out")
+	r = mustBuild(t, buildOpts{root: rootC, context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outC},
+		extra: []string{"--cache-from", cacheRef}})
+	st := steps(t, r.stderr)
+	if st["Dockerfile:8"] != "DONE" || st["Dockerfile:7"] != "CACHED" {
+		t.Errorf("agent C: steps %v, want line 7 CACHED and the changed line 8 DONE", st)
+	}
+	if got := readFile(t, filepath.Join(outC, "pkg")); got != "downloaded\n" {
+		t.Errorf("agent C's cache mount was not seeded from the registry cache: /pkg = %q", got)
+	}
+}
+
+// TestLocalCacheExport checks --cache-to/--cache-from type=local.
+func TestLocalCacheExport(t *testing.T) {
+	needRoot(t)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN head -c 32 /dev/urandom | sha256sum > /rand\n"})
+	dir := filepath.Join(t.TempDir(), "cache")
+	outA := filepath.Join(t.TempDir(), "out")
+	mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outA},
+		extra: []string{"--cache-to", "type=local,dest=" + dir}})
+	outB := filepath.Join(t.TempDir(), "out")
+	r := mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outB},
+		extra: []string{"--cache-from", "type=local,src=" + dir}})
+	if st := steps(t, r.stderr); st["Dockerfile:2"] != "CACHED" {
+		t.Errorf("with a local cache: RUN ended %q, want CACHED", st["Dockerfile:2"])
+	}
+	if a, b := readFile(t, filepath.Join(outA, "rand")), readFile(t, filepath.Join(outB, "rand")); a != b {
+		t.Errorf("/rand differs: %q vs %q", a, b)
+	}
+	// A cache that does not exist is a warning, not a failure.
+	r = mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true,
+		extra: []string{"--cache-from", "type=local,src=" + filepath.Join(t.TempDir(), "none")}})
+	if !strings.Contains(r.stderr, "WARNING: importing cache") {
+		t.Errorf("a missing cache source gave no warning:\n%s", r.stderr)
+	}
+}
