@@ -38,13 +38,15 @@ type Options struct {
 	Target         string
 	Platform       string // linux/amd64 when empty
 	NoCache        bool
-	NoCacheFilter  []string          // stages (by name or index) whose steps always run
-	Secrets        map[string]Secret // --secret, by id
-	SSH            map[string]string // --ssh: id -> agent socket
-	CacheFrom      []CacheSpec       // --cache-from
-	CacheTo        []CacheSpec       // --cache-to
-	Jobs           int               // concurrent stages; NumCPU when < 1
-	Epoch          *time.Time        // SOURCE_DATE_EPOCH
+	NoCacheFilter  []string             // stages (by name or index) whose steps always run
+	Secrets        map[string]Secret    // --secret, by id
+	SSH            map[string]string    // --ssh: id -> agent socket
+	CacheFrom      []CacheSpec          // --cache-from
+	CacheTo        []CacheSpec          // --cache-to
+	Compression    registry.Compression // of new layers: gzip (default) or zstd
+	CompressionLvl int                  // 0 = the compressor's default
+	Jobs           int                  // concurrent stages; NumCPU when < 1
+	Epoch          *time.Time           // SOURCE_DATE_EPOCH
 	Registry       registry.Options
 	Progress       progress.Sink
 }

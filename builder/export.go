@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -41,6 +42,9 @@ func (r *run) commitImage(ctx context.Context, st *state) (*registry.Image, erro
 // compressed blob when it has none, and records the blob in the step's
 // cache entry so that a rebuild does not diff again.
 func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, error) {
+	if ref.layer != nil && ref.entry != "" && ref.snap.Dir != "" && !r.wantCompression(ref.layer.MediaType) {
+		ref.layer = nil // cached with another compression: export again
+	}
 	if ref.layer != nil {
 		if ref.remote != nil {
 			// Only what the image (or a cache export) needs is fetched.
@@ -70,7 +74,7 @@ func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, e
 	l, err := r.b.store.WriteLayer(ctx, func(w io.Writer) error {
 		_, err := snapshot.Diff(ctx, ref.snap.Dir, w, opts)
 		return err
-	}, registry.Gzip, 0)
+	}, r.o.Compression, r.o.CompressionLvl)
 	if err != nil {
 		return registry.Layer{}, fmt.Errorf("exporting layer: %w", err)
 	}
@@ -97,4 +101,11 @@ func layerFromCache(c cache.Layer) (registry.Layer, error) {
 		return registry.Layer{}, err
 	}
 	return registry.Layer{Digest: d, DiffID: diffID, Size: c.Size, MediaType: types.MediaType(c.MediaType)}, nil
+}
+
+// wantCompression reports whether a layer of media type mt has the
+// compression this build asks for.
+func (r *run) wantCompression(mt types.MediaType) bool {
+	zstd := strings.HasSuffix(string(mt), "+zstd")
+	return zstd == (r.o.Compression == registry.Zstd)
 }

@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // cacheDockerfile has a stage whose layers never reach the image, random
@@ -124,5 +127,75 @@ func TestLocalCacheExport(t *testing.T) {
 		extra: []string{"--cache-from", "type=local,src=" + filepath.Join(t.TempDir(), "none")}})
 	if !strings.Contains(r.stderr, "WARNING: importing cache") {
 		t.Errorf("a missing cache source gave no warning:\n%s", r.stderr)
+	}
+}
+
+// TestBuildCompression checks --compression zstd for new layers, and that
+// a later gzip build re-exports the cached step in gzip.
+func TestBuildCompression(t *testing.T) {
+	needRoot(t)
+	root, ctx := t.TempDir(), t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\nRUN echo zstd > /z\n"})
+	layerTypes := func(extra ...string) []string {
+		dir := filepath.Join(t.TempDir(), "layout")
+		mustBuild(t, buildOpts{root: root, context: ctx, mirror: true, outputs: []string{"type=oci,dest=" + dir}, extra: extra})
+		if len(extra) == 0 {
+			// go-containerregistry's validation reads layers as gzip only.
+			validateLayout(t, dir)
+		}
+		idx := readFile(t, filepath.Join(dir, "index.json"))
+		var index struct{ Manifests []struct{ Digest string } }
+		if err := json.Unmarshal([]byte(idx), &index); err != nil || len(index.Manifests) == 0 {
+			t.Fatalf("index.json: %v %s", err, idx)
+		}
+		raw := readFile(t, filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(index.Manifests[0].Digest, "sha256:")))
+		var m struct {
+			Layers []struct{ MediaType, Digest string }
+		}
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range m.Layers {
+			out = append(out, l.MediaType)
+		}
+		if top := m.Layers[len(m.Layers)-1]; strings.HasSuffix(top.MediaType, "+zstd") {
+			// The zstd layer holds the RUN's file.
+			f, err := os.Open(filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(top.Digest, "sha256:")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			zr, err := zstd.NewReader(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer zr.Close()
+			tr := tar.NewReader(zr)
+			found := false
+			for {
+				h, err := tr.Next()
+				if err != nil {
+					break
+				}
+				found = found || h.Name == "z"
+			}
+			if !found {
+				t.Errorf("the zstd layer has no entry z")
+			}
+		}
+		return out
+	}
+	z := layerTypes("--compression", "zstd", "--compression-level", "3")
+	if len(z) < 2 || z[len(z)-1] != "application/vnd.oci.image.layer.v1.tar+zstd" {
+		t.Errorf("--compression zstd: layer media types %v, want the new layer +zstd", z)
+	}
+	g := layerTypes()
+	if len(g) < 2 || g[len(g)-1] != "application/vnd.oci.image.layer.v1.tar+gzip" {
+		t.Errorf("default compression after a zstd build: layer media types %v, want the new layer +gzip", g)
+	}
+	r := build(t, buildOpts{root: root, context: ctx, mirror: true, extra: []string{"--compression", "lz4"}})
+	if r.code == 0 || !strings.Contains(r.stderr, "gzip or zstd") {
+		t.Errorf("--compression lz4: want a usage error, got\n%s", r)
 	}
 }

@@ -28,6 +28,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		sshFlags  = fs.StringArray("ssh", nil, "forward an SSH agent to RUN --mount=type=ssh: default|ID[=SOCKET]")
 		cacheFrom = fs.StringArray("cache-from", nil, "import build cache: type=registry,ref=REF | type=local,src=DIR | REF (repeatable)")
 		cacheTo   = fs.StringArray("cache-to", nil, "export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=...]")
+		compress  = fs.String("compression", "gzip", "compression of new layers: gzip or zstd")
+		level     = fs.Int("compression-level", 0, "compression level (gzip 1-9, zstd 1-22; 0 = default)")
 		check     = fs.Bool("check", false, "check the Dockerfile with the build checks instead of building")
 		noCacheF  = fs.StringArray("no-cache-filter", nil, "do not use the build cache for this stage (repeatable)")
 		prog      = fs.String("progress", "auto", "progress output: auto, tty, plain, json")
@@ -98,6 +100,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		cacheToSpecs = append(cacheToSpecs, c)
 	}
+	switch {
+	case *compress != "gzip" && *compress != "zstd":
+		return usagef("--compression must be gzip or zstd, not %q", *compress)
+	case *compress == "gzip" && (*level < 0 || *level > 9), *compress == "zstd" && (*level < 0 || *level > 22):
+		return usagef("--compression-level %d is out of range for %s", *level, *compress)
+	}
 	if *push && len(*tags) == 0 {
 		return usagef("--push needs at least one -t")
 	}
@@ -130,6 +138,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		SSH:            sshMap,
 		CacheFrom:      cacheFromSpecs,
 		CacheTo:        cacheToSpecs,
+		Compression:    registry.Compression(*compress),
+		CompressionLvl: *level,
 		Jobs:           *jobs,
 		Registry:       registry.Options{Insecure: *insecure, Mirrors: mirrorMap},
 		Progress:       sink,
