@@ -49,6 +49,12 @@ func childMain(role string, helpers map[string]func([]byte) error) int {
 	if cfg.Role != role {
 		return report(fmt.Errorf("config is for role %q, not %q", cfg.Role, role))
 	}
+	// Neither may reach the command either.
+	for _, fd := range []int{cfg.ConsoleFD, cfg.StartedFD} {
+		if fd > 0 {
+			unix.CloseOnExec(fd)
+		}
+	}
 	// Nothing we mount may propagate back to the host's mount namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return report(fmt.Errorf("making / private: %w", err))
@@ -65,6 +71,12 @@ func childMain(role string, helpers map[string]func([]byte) error) int {
 			return report(err)
 		}
 		return 0
+	case roleEnter:
+		code, err := runEnter(&cfg)
+		if err != nil {
+			return report(err)
+		}
+		return code
 	default:
 		return report(fmt.Errorf("unknown child role %q", role))
 	}

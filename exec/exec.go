@@ -10,7 +10,9 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +67,53 @@ type Spec struct {
 	// TempDir is where scratch directories are made (os.TempDir() when
 	// empty); everything made there is removed before Run returns.
 	TempDir string
+
+	// The fields below are what `strata run` adds; their zero values keep
+	// the RUN sandbox exactly as it is.
+
+	// CommandIsInit makes the command itself PID 1 (docker run without
+	// --init): once the root is ready the child execs it instead of
+	// starting it as PID 2, reaping orphans and forwarding signals. The
+	// mount points the child made in the root are then left in place.
+	CommandIsInit bool
+	// CgroupNS gives the sandbox a cgroup namespace of its own, made after
+	// Created returned (so rooted at the cgroup Created moved the init
+	// into), and mounts the cgroup hierarchies read-only under
+	// /sys/fs/cgroup from inside it.
+	CgroupNS bool
+	// FreshSysfs mounts a new read-only sysfs instead of binding the
+	// host's, so /sys/class/net lists the sandbox's own interfaces.
+	FreshSysfs bool
+	// ReadOnlyRoot makes the root filesystem read-only once the mounts
+	// are made (the mounts keep their own flags).
+	ReadOnlyRoot bool
+	// NoNewPrivileges sets no_new_privs on the command: setuid binaries
+	// and file capabilities grant nothing.
+	NoNewPrivileges bool
+	// NewSession starts the sandbox in a session of its own, so the
+	// caller's terminal signals (^C) reach only the caller.
+	NewSession bool
+	// Terminal gives the command a pseudo-terminal allocated from the
+	// sandbox's own devpts as its stdin, stdout, stderr and controlling
+	// terminal; Process.Stdin/Stdout/Stderr are then not used. Console
+	// receives the master side (the caller closes it) before the command
+	// starts; WindowSize, when not zero, is set on it first.
+	Terminal   bool
+	Console    func(master *os.File)
+	WindowSize WindowSize
+	// Created, when set, runs once the sandbox's init process exists (pid
+	// is its PID on the host; its network namespace is already there)
+	// and before it does anything: the place to move it into a cgroup
+	// and configure its network. An error ends the sandbox.
+	Created func(pid int) error
+	// Started, when set, is called once the command has been started
+	// (not when it could not be: Run then returns 126 or 127).
+	Started func()
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows, Cols uint16
 }
 
 // Helper describes a function run by name in a child process that has its
@@ -84,6 +133,7 @@ const (
 	childMarker = "--strata-child"
 	roleRun     = "run"
 	roleHelper  = "helper"
+	roleEnter   = "enter"
 )
 
 // config is what the parent sends to the child on fd 3.
@@ -105,6 +155,20 @@ type config struct {
 	UID, GID    uint32
 	Groups      []uint32
 	User        string
+
+	// Container options (see Spec).
+	CommandIsInit   bool
+	CgroupNS        bool
+	FreshSysfs      bool
+	ReadOnlyRoot    bool
+	NoNewPrivileges bool
+	Terminal        bool
+	WindowSize      WindowSize
+	ConsoleFD       int // socket to send the pty master over, 0 = none
+	StartedFD       int // pipe to write one byte to once the command runs, 0 = none
+
+	// Role enter.
+	TargetPID int
 
 	// Role helper.
 	Name    string
@@ -161,6 +225,14 @@ func Run(ctx context.Context, spec Spec) (exitCode int, err error) {
 		GID:          spec.Process.GID,
 		Groups:       spec.Process.AdditionalGIDs,
 		User:         spec.Process.User,
+
+		CommandIsInit:   spec.CommandIsInit,
+		CgroupNS:        spec.CgroupNS,
+		FreshSysfs:      spec.FreshSysfs,
+		ReadOnlyRoot:    spec.ReadOnlyRoot,
+		NoNewPrivileges: spec.NoNewPrivileges,
+		Terminal:        spec.Terminal,
+		WindowSize:      spec.WindowSize,
 	}
 	if err := os.Mkdir(cfg.RootDir, 0o700); err != nil {
 		return -1, fmt.Errorf("making sandbox root dir: %w", err)
@@ -189,17 +261,41 @@ func Run(ctx context.Context, spec Spec) (exitCode int, err error) {
 		cfg.Files[f.target] = p
 	}
 
-	state, msg, err := runChild(ctx, cfg, cloneFlags, spec.Process.Stdin, spec.Process.Stdout, spec.Process.Stderr)
+	opts := childOpts{
+		cloneFlags: cloneFlags,
+		setsid:     spec.NewSession || spec.Terminal,
+		created:    spec.Created,
+		started:    spec.Started,
+	}
+	if spec.Terminal {
+		if spec.Console == nil {
+			return -1, errors.New("exec: a terminal needs a Console function")
+		}
+		opts.console = spec.Console
+	} else {
+		opts.stdin, opts.stdout, opts.stderr = spec.Process.Stdin, spec.Process.Stdout, spec.Process.Stderr
+	}
+	state, msg, err := runChild(ctx, &cfg, opts)
 	if err != nil {
 		return -1, err
 	}
 	if msg != "" {
 		return -1, fmt.Errorf("sandbox: %s", msg)
 	}
+	return exitStatus(state, spec.CommandIsInit)
+}
+
+// exitStatus turns the init's wait status into the command's exit code.
+// When the command is the init, death by a signal is the command's own
+// (128+signal, as a shell reports it); otherwise it means strata-init
+// itself was killed.
+func exitStatus(state *os.ProcessState, commandIsInit bool) (int, error) {
 	ws, ok := state.Sys().(syscall.WaitStatus)
 	switch {
 	case ok && ws.Exited():
 		return ws.ExitStatus(), nil
+	case ok && ws.Signaled() && commandIsInit:
+		return 128 + int(ws.Signal()), nil
 	case ok && ws.Signaled():
 		return -1, fmt.Errorf("sandbox init killed by signal %v", ws.Signal())
 	default:
@@ -226,7 +322,7 @@ func RunHelper(ctx context.Context, h Helper, stderr io.Writer) error {
 		Payload:      h.Payload,
 	}
 	tail := &tailWriter{w: stderr}
-	state, msg, err := runChild(ctx, cfg, unix.CLONE_NEWNS, nil, nil, tail)
+	state, msg, err := runChild(ctx, &cfg, childOpts{cloneFlags: unix.CLONE_NEWNS, stderr: tail})
 	if err != nil {
 		return err
 	}
@@ -242,13 +338,20 @@ func RunHelper(ctx context.Context, h Helper, stderr io.Writer) error {
 	return nil
 }
 
+// childOpts are how runChild starts a child.
+type childOpts struct {
+	cloneFlags     uintptr
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	setsid         bool
+	created        func(pid int) error // run before the config is sent
+	console        func(*os.File)      // non-nil: receive a pty master
+	started        func()              // non-nil: told when the command runs
+}
+
 // runChild starts the child role, sends it cfg, waits for it and returns
 // its state plus whatever it reported on the error pipe.
-func runChild(ctx context.Context, cfg config, cloneFlags uintptr, stdin io.Reader, stdout, stderr io.Writer) (*os.ProcessState, string, error) {
-	data, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, "", fmt.Errorf("encoding child config: %w", err)
-	}
+func runChild(ctx context.Context, cfg *config, o childOpts) (*os.ProcessState, string, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, "", fmt.Errorf("making config pipe: %w", err)
@@ -261,15 +364,53 @@ func runChild(ctx context.Context, cfg config, cloneFlags uintptr, stdin io.Read
 	}
 	defer errR.Close()
 	defer errW.Close()
+	files := []*os.File{cfgR, errW}
+
+	var consoleSock *os.File
+	if o.console != nil {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, "", fmt.Errorf("making console socket: %w", err)
+		}
+		consoleSock = os.NewFile(uintptr(fds[0]), "console")
+		theirs := os.NewFile(uintptr(fds[1]), "console-child")
+		defer consoleSock.Close()
+		defer theirs.Close()
+		cfg.ConsoleFD = 3 + len(files)
+		files = append(files, theirs)
+	}
+	var startedR *os.File
+	if o.started != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, "", fmt.Errorf("making start pipe: %w", err)
+		}
+		defer r.Close()
+		defer w.Close()
+		startedR = r
+		cfg.StartedFD = 3 + len(files)
+		files = append(files, w)
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding child config: %w", err)
+	}
+
+	// Pdeathsig fires when the thread that forked the child ends, not the
+	// process: keep this one until the child is reaped, whatever other
+	// code (a goroutine that dies locked after a setns) does to threads.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 
 	// CommandContext's default Cancel is SIGKILL; sent to PID 1 of a PID
 	// namespace it takes down every process in it.
 	cmd := osexec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{childArgv0, childMarker, cfg.Role}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-	cmd.ExtraFiles = []*os.File{cfgR, errW}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.stdin, o.stdout, o.stderr
+	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: cloneFlags,
+		Cloneflags: o.cloneFlags,
+		Setsid:     o.setsid,
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	// Once the namespace is gone nobody can hold the stdio pipes; this only
@@ -278,8 +419,41 @@ func runChild(ctx context.Context, cfg config, cloneFlags uintptr, stdin io.Read
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("starting sandbox child: %w", err)
 	}
-	cfgR.Close()
-	errW.Close()
+	// Our copies of the child's ends go now, so EOF means the child is done
+	// with them.
+	for _, f := range files {
+		f.Close()
+	}
+
+	if o.created != nil {
+		// The child is still blocked reading its config: nothing of the
+		// sandbox has been set up or started yet.
+		if err := o.created(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, "", err
+		}
+	}
+	var aux sync.WaitGroup
+	if consoleSock != nil {
+		aux.Add(1)
+		go func() {
+			defer aux.Done()
+			if m, err := recvFile(consoleSock); err == nil {
+				o.console(m)
+			}
+		}()
+	}
+	if startedR != nil {
+		aux.Add(1)
+		go func() {
+			defer aux.Done()
+			var b [1]byte
+			if n, _ := startedR.Read(b[:]); n == 1 {
+				o.started()
+			}
+		}()
+	}
 
 	msgc := make(chan string, 1)
 	go func() {
@@ -292,6 +466,9 @@ func runChild(ctx context.Context, cfg config, cloneFlags uintptr, stdin io.Read
 
 	waitErr := cmd.Wait()
 	msg := <-msgc
+	// The child's ends are closed now (it is gone, and so is everything
+	// that could have inherited them: they are close-on-exec).
+	aux.Wait()
 	if ctx.Err() != nil {
 		return nil, "", ctx.Err()
 	}

@@ -23,6 +23,19 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // command as PID 2, kills the rest, undoes its marks on the root and returns
 // the command's exit code. Errors are sandbox failures.
 func runInit(cfg *config) (code int, err error) {
+	if cfg.CgroupNS || cfg.CommandIsInit {
+		// Namespaces unshared and credentials set below belong to this
+		// thread; the command is exec'd or forked from it. Never unlocked,
+		// so the thread is never reused for anything else.
+		runtime.LockOSThread()
+	}
+	if cfg.CgroupNS {
+		// Only now: the parent has moved us into the container's cgroup,
+		// which becomes the namespace's root.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return 0, fmt.Errorf("making cgroup namespace: %w", err)
+		}
+	}
 	if cfg.SnapshotRoot != "" {
 		if err := os.Chdir(cfg.SnapshotRoot); err != nil {
 			return 0, fmt.Errorf("entering snapshot root: %w", err)
@@ -53,6 +66,19 @@ func runInit(cfg *config) (code int, err error) {
 		return 0, err
 	}
 	s.setupDone()
+	if cfg.ReadOnlyRoot {
+		// Not recursive: /proc, /dev, volumes and the rest keep theirs.
+		if err := setMountAttrs(cfg.RootDir, unix.MS_RDONLY, false); err != nil {
+			return 0, fmt.Errorf("making the root read-only: %w", err)
+		}
+	}
+	if cfg.Terminal {
+		con, err := openSandboxConsole(cfg)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(con.slave)
+	}
 	if err := pivotRoot(cfg.RootDir); err != nil {
 		return 0, err
 	}
@@ -67,9 +93,104 @@ func runInit(cfg *config) (code int, err error) {
 		cwd = "/"
 	}
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
-		return 0, fmt.Errorf("making working dir: %w", err)
+		if !cfg.ReadOnlyRoot || !errors.Is(err, unix.EROFS) {
+			return 0, fmt.Errorf("making working dir: %w", err)
+		}
+	}
+	if cfg.CommandIsInit {
+		return execCommand(cfg, cwd)
 	}
 	return runCommand(cfg, cwd)
+}
+
+// openSandboxConsole opens a pty in the sandbox's devpts, hands the master
+// to the parent and puts the slave on our stdio, where the command gets it.
+func openSandboxConsole(cfg *config) (*console, error) {
+	if cfg.ConsoleFD <= 0 {
+		return nil, errors.New("terminal asked for without a console socket")
+	}
+	dir, err := unix.Open(cfg.RootDir, unix.O_DIRECTORY|unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening root: %w", err)
+	}
+	defer unix.Close(dir)
+	con, err := openConsole(dir, "dev/pts/ptmx", cfg.WindowSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := con.useAsStdio(); err != nil {
+		unix.Close(con.master)
+		unix.Close(con.slave)
+		return nil, err
+	}
+	if err := con.handOver(cfg.ConsoleFD); err != nil {
+		unix.Close(con.slave)
+		return nil, err
+	}
+	unix.Close(cfg.ConsoleFD)
+	return con, nil
+}
+
+// execCommand replaces this process (PID 1) with the command. It returns
+// only when that fails: 127 when the command is missing, 126 otherwise.
+func execCommand(cfg *config, cwd string) (int, error) {
+	env := cfg.Env
+	if env == nil {
+		env = []string{}
+	}
+	name := cfg.Args[0]
+	path, err := lookPath(name, env, cwd)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "exec: %q: %v\n", name, err)
+		return 127, nil
+	}
+	lastCap, err := readLastCap()
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.Chdir(cwd); err != nil {
+		return 0, fmt.Errorf("entering working dir: %w", err)
+	}
+	if cfg.Terminal {
+		// We lead a session of our own (the parent made it); the pty on
+		// fd 0 becomes its controlling terminal.
+		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+			return 0, fmt.Errorf("setting controlling terminal: %w", err)
+		}
+	}
+	if err := dropCapabilities(lastCap); err != nil {
+		return 0, err
+	}
+	if cfg.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return 0, fmt.Errorf("setting no_new_privs: %w", err)
+		}
+	}
+	// Go applies these to every thread of the process.
+	if err := syscall.Setgroups(intIDs(cfg.Groups)); err != nil {
+		return 0, fmt.Errorf("setting groups: %w", err)
+	}
+	if err := syscall.Setgid(int(cfg.GID)); err != nil {
+		return 0, fmt.Errorf("setting gid: %w", err)
+	}
+	if err := syscall.Setuid(int(cfg.UID)); err != nil {
+		return 0, fmt.Errorf("setting uid: %w", err)
+	}
+	notifyStarted(cfg.StartedFD)
+	err = unix.Exec(path, cfg.Args, env)
+	fmt.Fprintf(os.Stderr, "exec: %q: %v\n", name, err)
+	if errors.Is(err, unix.ENOENT) {
+		return 127, nil
+	}
+	return 126, nil
+}
+
+func intIDs(ids []uint32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
 }
 
 // pivotRoot makes root the process's root and detaches the old one, so
@@ -131,9 +252,23 @@ func runCommand(cfg *config, cwd string) (int, error) {
 		// The capability bounding set is per thread and inherited by the
 		// fork; this thread is never unlocked, so it dies with the goroutine.
 		runtime.LockOSThread()
+		if cfg.CgroupNS {
+			// A namespace is per thread: this one needs its own, rooted
+			// where the init's is.
+			if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+				done <- started{err: fmt.Errorf("making cgroup namespace: %w", err)}
+				return
+			}
+		}
 		if err := dropCapabilities(lastCap); err != nil {
 			done <- started{err: err}
 			return
+		}
+		if cfg.NoNewPrivileges {
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				done <- started{err: fmt.Errorf("setting no_new_privs: %w", err)}
+				return
+			}
 		}
 		pid, err := syscall.ForkExec(path, cfg.Args, &syscall.ProcAttr{
 			Dir:   cwd,
@@ -141,6 +276,12 @@ func runCommand(cfg *config, cwd string) (int, error) {
 			Files: []uintptr{0, 1, 2},
 			Sys: &syscall.SysProcAttr{
 				Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups},
+				// With a terminal the command leads its own session with
+				// the pty (on its fd 0) as controlling terminal, for job
+				// control; we keep none.
+				Setsid:  cfg.Terminal,
+				Setctty: cfg.Terminal,
+				Ctty:    0,
 			},
 		})
 		done <- started{pid, err}
@@ -157,6 +298,7 @@ func runCommand(cfg *config, cwd string) (int, error) {
 		}
 		return 126, nil
 	}
+	notifyStarted(cfg.StartedFD)
 	go func() {
 		for sig := range sigc {
 			_ = unix.Kill(st.pid, sig.(syscall.Signal))

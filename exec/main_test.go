@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	osexec "os/exec"
@@ -13,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-build/strata/exec"
 	"github.com/strata-build/strata/snapshot"
@@ -34,6 +37,18 @@ func testHelpers() map[string]func([]byte) error {
 		},
 		"fail": func([]byte) error {
 			return errors.New("helper failed on purpose")
+		},
+		// report writes the payload and its session ID to the first
+		// Spawn descriptor.
+		"report": func(payload []byte) error {
+			f := os.NewFile(uintptr(exec.FirstSpawnFD), "report")
+			defer f.Close()
+			sid, err := unix.Getsid(0)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(f, "%s sid=%d pid=%d", payload, sid, os.Getpid())
+			return err
 		},
 	}
 }

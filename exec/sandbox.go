@@ -166,6 +166,9 @@ func (s *sandbox) cleanup() error {
 		case fi.Mode().IsRegular() && fi.Size() == 0:
 			err = os.Remove(p)
 		}
+		if errors.Is(err, unix.EROFS) {
+			err = nil // a read-only root (Spec.ReadOnlyRoot) keeps its stubs
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing mount point %s: %w", s.stubs[i], err))
 		}
@@ -175,7 +178,7 @@ func (s *sandbox) cleanup() error {
 			continue
 		}
 		ts := []unix.Timespec{d.orig[0], d.orig[1]}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, s.path(d.rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, s.path(d.rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EROFS) {
 			errs = append(errs, fmt.Errorf("restoring times of %s: %w", d.rel, err))
 		}
 	}
@@ -194,6 +197,11 @@ func (s *sandbox) setupMounts(cfg *config) error {
 		return fmt.Errorf("mounting /dev: %w", err)
 	}
 	sys, err := s.mount("/sys", true, func(p string) error {
+		if cfg.FreshSysfs {
+			// Read-only comes after, per mount: the superblock may be
+			// shared with the host's /sys (same network namespace).
+			return unix.Mount("sysfs", p, "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		}
 		return unix.Mount("/sys", p, "", unix.MS_BIND|unix.MS_REC, "")
 	})
 	if err != nil {
@@ -204,6 +212,11 @@ func (s *sandbox) setupMounts(cfg *config) error {
 	}
 	if err := setMountAttrs(sys, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, true); err != nil {
 		return fmt.Errorf("making /sys read-only: %w", err)
+	}
+	if cfg.CgroupNS {
+		if _, err := s.mount("/sys/fs/cgroup", true, mountCgroups); err != nil {
+			return fmt.Errorf("mounting /sys/fs/cgroup: %w", err)
+		}
 	}
 
 	targets := make([]string, 0, len(cfg.Files))

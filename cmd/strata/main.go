@@ -43,11 +43,21 @@ func commands() []command {
 		{"history", "history [--no-trunc] IMAGE", runHistory},
 		{"login", "login [-u USER] [-p PASS | --password-stdin] REGISTRY", runLogin},
 		{"logout", "logout REGISTRY", runLogout},
+		{"run", "run [OPTIONS] IMAGE [COMMAND] [ARG...]", runRun},
+		{"ps", "ps [-a] [-q] [--no-trunc]", runPs},
+		{"logs", "logs [-f] [--tail N] [-t] CONTAINER", runLogs},
+		{"exec", "exec [-i] [-t] [-e K=V] [-u USER] [-w DIR] CONTAINER COMMAND [ARG...]", runExec},
+		{"stop", "stop [-t SECS] CONTAINER...", runStop},
+		{"kill", "kill [-s SIGNAL] CONTAINER...", runKill},
+		{"rm", "rm [-f] [-v] CONTAINER...", runRm},
+		{"stats", "stats [--no-stream] [CONTAINER...]", runStats},
+		{"volume", "volume create|ls|inspect|rm [NAME...]", runVolume},
+		{"container", "container run|ls|logs|exec|stop|kill|rm|inspect|stats ...", runContainer},
 	}
 }
 
 func main() {
-	if exec.Child(builder.Helpers()) {
+	if exec.Child(childHelpers()) {
 		return
 	}
 	os.Exit(mainExit())
