@@ -273,6 +273,9 @@ func (a *analysis) size(ctx context.Context, path string) (int64, error) {
 // those of tagged images' layers when images is true.
 func (a *analysis) heldSnaps(live []*entryInfo, images bool) map[string]bool {
 	held := map[string]bool{}
+	for k := range a.m.containerSnaps {
+		held[k] = true
+	}
 	for _, ei := range live {
 		for _, k := range a.entrySnaps(ei) {
 			held[k] = true

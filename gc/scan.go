@@ -71,6 +71,10 @@ type model struct {
 	imageBlobs    map[string]bool            // hex of every blob reachable from a tag
 	imageDiffIDs  map[string]string          // hex of the diffIDs of tagged images' layers -> a tag
 
+	// snapshot keys the containers under ROOT/containers run on: never
+	// removed, whatever the options, while the container exists.
+	containerSnaps map[string]string
+
 	entries    []*entryInfo
 	snaps      []*snapInfo
 	snapByKey  map[string]*snapInfo // valid snapshots by full key
@@ -154,17 +158,18 @@ func readRegular(p string) ([]byte, error) {
 // delete image blobs.
 func scan(ctx context.Context, root string) (*model, error) {
 	m := &model{
-		root:          root,
-		manifests:     map[string][]string{},
-		manifestBlobs: map[string]map[string]bool{},
-		imageBlobs:    map[string]bool{},
-		imageDiffIDs:  map[string]string{},
-		snapByKey:     map[string]*snapInfo{},
+		root:           root,
+		manifests:      map[string][]string{},
+		manifestBlobs:  map[string]map[string]bool{},
+		imageBlobs:     map[string]bool{},
+		imageDiffIDs:   map[string]string{},
+		containerSnaps: map[string]string{},
+		snapByKey:      map[string]*snapInfo{},
 	}
 	if err := m.scanImages(); err != nil {
 		return nil, err
 	}
-	for _, f := range []func() error{m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanMounts, m.scanTemps} {
+	for _, f := range []func() error{m.scanContainers, m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanMounts, m.scanTemps} {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -437,6 +442,42 @@ func (m *model) scanTemps() error {
 	for _, de := range ents {
 		if strings.HasPrefix(de.Name(), "."+imagesFile+".tmp-") {
 			m.temps = append(m.temps, pathInfo{rel: de.Name(), path: m.path(de.Name())})
+		}
+	}
+	return nil
+}
+
+// scanContainers reads the layers of every container (running or not:
+// a stopped container can start again). A config that cannot be read
+// makes the scan fail rather than risk removing a container's layers.
+func (m *model) scanContainers() error {
+	dir := filepath.Join(m.root, "containers")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "config.json"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // being created or removed; its layers are held by the store lock
+		}
+		if err != nil {
+			return fmt.Errorf("reading container %s: %w", e.Name(), err)
+		}
+		var cfg struct {
+			Layers []string `json:"layers"`
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			return fmt.Errorf("reading container %s: %w", e.Name(), err)
+		}
+		for _, k := range cfg.Layers {
+			m.containerSnaps[k] = e.Name()
 		}
 	}
 	return nil

@@ -69,3 +69,21 @@ func TestPruneAndDu(t *testing.T) {
 		t.Errorf("build on the kept image after prune --all: /again = %q", got)
 	}
 }
+
+// TestPruneKeepsContainerLayers checks that prune --all leaves the layers
+// a container runs on.
+func TestPruneKeepsContainerLayers(t *testing.T) {
+	needRoot(t)
+	e := newRunEnv(t)
+	id := strings.TrimSpace(e.must(t, "run", "-d", "--name", "keeper", e.image, "sleep", "60"))
+	defer e.strata(t, "rm", "-f", id)
+	if r := e.strata(t, "rmi", e.image); r.code != 0 {
+		t.Fatalf("rmi: %s", r)
+	}
+	if r := e.strata(t, "prune", "--all", "-f"); r.code != 0 {
+		t.Fatalf("prune --all: %s", r)
+	}
+	if got := e.must(t, "exec", id, "cat", "/etc/passwd"); !strings.Contains(got, "root:") {
+		t.Errorf("after prune --all, the running container's image files are gone: %q", got)
+	}
+}
