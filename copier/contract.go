@@ -36,6 +36,11 @@ type Request struct {
 	// UserRoot is where --chown names are looked up (its /etc/passwd and
 	// /etc/group); DestRoot when empty.
 	UserRoot string
+	// Reuse, when set, is an earlier result of the same COPY on the same
+	// filesystem as DestRoot (written directly, not through an overlay):
+	// a regular file there whose content, mode, owner, mtime and xattrs are
+	// exactly what would be written is hard-linked instead of copied.
+	Reuse string
 	// Dest is the destination as written; relative to Workdir when not absolute.
 	Dest    string
 	Workdir string

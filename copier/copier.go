@@ -222,6 +222,7 @@ func newWriter(req Request) (*writer, error) {
 	w := &writer{
 		root:      filepath.Clean(req.DestRoot),
 		zeroOwner: req.FromContext,
+		reuse:     req.Reuse,
 		now:       time.Now(),
 		links:     map[devIno]string{},
 	}
