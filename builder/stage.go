@@ -315,6 +315,9 @@ func (r *run) execStep(ctx context.Context, s *dockerfile.Stage, id int, step *d
 		}
 		committed = true
 		e.Snapshot = key
+		if step.Kind == dockerfile.Copy {
+			r.recordCopyHint(step, key) // a hint only: failures are ignored
+		}
 	}
 	if err := r.b.cache.Put(e); err != nil {
 		return cache.Entry{}, err

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/strata-build/strata/cache"
 	"github.com/strata-build/strata/copier"
 	"github.com/strata-build/strata/dockerfile"
 	"github.com/strata-build/strata/exec"
@@ -139,13 +140,14 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 	defer os.RemoveAll(dir)
 	destRoot := filepath.Join(dir, "dest")
 	var mounts []snapshot.Mount
-	userRoot := ""
+	userRoot, reuse := "", ""
 	if direct, err := directCopy(st, c, a); err != nil {
 		return err
 	} else if direct {
 		// A new tree: written straight into the upper dir, which is what
 		// the overlay would do, without its cost per created file.
 		destRoot = a.Dir
+		reuse = r.copyHint(step)
 		if c.Chown != "" && len(st.layers) > 0 {
 			userRoot = filepath.Join(dir, "users")
 			m := snapshot.OverlayMount(st.lowers(), nil)
@@ -197,6 +199,7 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 	}
 	req := r.copyRequest(c, srcRoot, destRoot)
 	req.UserRoot = userRoot
+	req.Reuse = reuse
 	if rs, err := r.remote(ctx, step); err != nil {
 		return err
 	} else if rs != nil {
@@ -300,4 +303,45 @@ func directCopy(st *state, c *dockerfile.CopyStep, a *snapshot.Active) (bool, er
 		return false, err
 	}
 	return true, nil
+}
+
+// copyFamily names a COPY apart from its sources' content, so a rebuild
+// after a change finds the previous result of "the same" COPY.
+func copyFamily(step *dockerfile.Step) string {
+	c := step.Copy
+	return cache.Key("copy-family", step.Text, c.Dest, c.Workdir)
+}
+
+func (r *run) hintPath(step *dockerfile.Step) string {
+	return filepath.Join(r.b.root, "cache", "hints", copyFamily(step))
+}
+
+// copyHint returns the snapshot dir of the last result of this COPY, for
+// the copier to hard-link unchanged files from; "" when there is none.
+func (r *run) copyHint(step *dockerfile.Step) string {
+	b, err := os.ReadFile(r.hintPath(step))
+	if err != nil {
+		return ""
+	}
+	snap, ok := r.b.snaps.Get(strings.TrimSpace(string(b)))
+	if !ok {
+		return ""
+	}
+	return snap.Dir
+}
+
+// recordCopyHint remembers snapKey as the latest result of this COPY.
+func (r *run) recordCopyHint(step *dockerfile.Step, snapKey string) {
+	p := r.hintPath(step)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.WriteString(snapKey)
+	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), p) != nil {
+		os.Remove(tmp.Name())
+	}
 }

@@ -119,9 +119,7 @@ func (p *planner) stageLabel(s *stageState) string {
 	return s.label
 }
 
-
-// checkChmod accepts an octal mode up to 07777. Symbolic modes are
-// recognised but not supported (the copier applies octal modes only).
+// checkChmod accepts an octal mode up to 07777 or a symbolic one (u+x).
 func checkChmod(chmod string) error {
 	if chmod == "" {
 		return nil
