@@ -67,7 +67,14 @@ func (r *run) cacheMount(ctx context.Context, m dockerfile.RunMount, target stri
 	r.mounts[name] = true
 	r.mu.Unlock()
 	fill := func(tmp string) error { return r.fillMount(ctx, name, tmp) }
-	if err := makeCacheDir(host, m, fill); err != nil {
+	err = makeCacheDir(host, m, fill)
+	if err != nil && ctx.Err() == nil {
+		// A cache is only a cache: a seed that cannot be fetched leaves
+		// the directory empty rather than failing the step.
+		r.info(fmt.Sprintf("WARNING: cache mount %s: not seeded from the imported cache: %v", m.Target, err))
+		err = makeCacheDir(host, m, func(string) error { return nil })
+	}
+	if err != nil {
 		lock.Close()
 		return snapshot.Mount{}, nil, err
 	}
