@@ -243,9 +243,10 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 	if err != nil {
 		return nil, false, err
 	}
-	r.apply(next, v.(cache.Entry))
-	if ran && r.final[s] {
-		r.exportInBackground(&next.layers[len(next.layers)-1], v.(cache.Entry))
+	e := v.(cache.Entry)
+	r.apply(next, e)
+	if ran && r.final[s] && !e.Empty {
+		r.exportInBackground(&next.layers[len(next.layers)-1], e)
 	}
 	return next, !ran, nil
 }
@@ -253,7 +254,7 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 // exportInBackground starts compressing a new layer of the image while the
 // build goes on; commitImage waits for it.
 func (r *run) exportInBackground(ref *layerRef, e cache.Entry) {
-	if e.Empty || ref.layer != nil || ref.export != nil {
+	if ref.layer != nil || ref.export != nil {
 		return
 	}
 	f := &exportFuture{done: make(chan struct{})}
