@@ -419,27 +419,9 @@ func (l *lintRun) prepare(ctx context.Context) (map[*stageState]bool, error) {
 				return nil, err
 			}
 		}
-		grew := false
-		for _, s := range p.stages {
-			if !reach[s] || s.triggered {
-				continue
-			}
-			s.triggered = true
-			var triggers []string
-			if s.base != nil {
-				for _, c := range s.base.inst.Commands {
-					if ob, ok := c.(*instructions.OnbuildCommand); ok {
-						triggers = append(triggers, ob.Expression)
-					}
-				}
-			} else if s.imageCfg != nil {
-				triggers = s.imageCfg.Config.OnBuild
-			}
-			n := len(s.deps)
-			if err := p.addTriggers(s, triggers); err != nil {
-				return nil, err
-			}
-			grew = grew || len(s.deps) > n
+		grew, err := p.triggerReachable(reach)
+		if err != nil {
+			return nil, err
 		}
 		if !grew {
 			return reach, nil

@@ -349,6 +349,35 @@ func (p *planner) reachable() map[*stageState]bool {
 	return seen
 }
 
+// triggerReachable adds the ONBUILD triggers of the reached stages not yet
+// triggered (from a base stage or image) and reports whether that made
+// them depend on more stages.
+func (p *planner) triggerReachable(reach map[*stageState]bool) (bool, error) {
+	grew := false
+	for _, s := range p.stages {
+		if !reach[s] || s.triggered {
+			continue
+		}
+		s.triggered = true
+		var triggers []string
+		if s.base != nil {
+			for _, c := range s.base.inst.Commands {
+				if ob, ok := c.(*instructions.OnbuildCommand); ok {
+					triggers = append(triggers, ob.Expression)
+				}
+			}
+		} else if s.imageCfg != nil {
+			triggers = s.imageCfg.Config.OnBuild
+		}
+		n := len(s.deps)
+		if err := p.addTriggers(s, triggers); err != nil {
+			return false, err
+		}
+		grew = grew || len(s.deps) > n
+	}
+	return grew, nil
+}
+
 // prepare resolves the base images of the needed stages and adds their
 // ONBUILD triggers, repeating while triggers pull in more stages.
 func (p *planner) prepare(ctx context.Context) (map[*stageState]bool, error) {
@@ -357,27 +386,9 @@ func (p *planner) prepare(ctx context.Context) (map[*stageState]bool, error) {
 		if err := p.resolveImages(ctx, reach); err != nil {
 			return nil, err
 		}
-		grew := false
-		for _, s := range p.stages {
-			if !reach[s] || s.triggered {
-				continue
-			}
-			s.triggered = true
-			var triggers []string
-			if s.base != nil {
-				for _, c := range s.base.inst.Commands {
-					if ob, ok := c.(*instructions.OnbuildCommand); ok {
-						triggers = append(triggers, ob.Expression)
-					}
-				}
-			} else if s.imageCfg != nil {
-				triggers = s.imageCfg.Config.OnBuild
-			}
-			n := len(s.deps)
-			if err := p.addTriggers(s, triggers); err != nil {
-				return nil, err
-			}
-			grew = grew || len(s.deps) > n
+		grew, err := p.triggerReachable(reach)
+		if err != nil {
+			return nil, err
 		}
 		if !grew {
 			return reach, nil
