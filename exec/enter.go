@@ -82,13 +82,8 @@ func Enter(ctx context.Context, spec EnterSpec) (int, error) {
 		created:    spec.Created,
 		started:    spec.Started,
 	}
-	if spec.Terminal {
-		if spec.Console == nil {
-			return -1, errors.New("exec: a terminal needs a Console function")
-		}
-		opts.console = spec.Console
-	} else {
-		opts.stdin, opts.stdout, opts.stderr = spec.Process.Stdin, spec.Process.Stdout, spec.Process.Stderr
+	if err := opts.attach(spec.Terminal, spec.Console, spec.Process); err != nil {
+		return -1, err
 	}
 	state, msg, err := runChild(ctx, &cfg, opts)
 	if err != nil {

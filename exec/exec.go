@@ -267,13 +267,8 @@ func Run(ctx context.Context, spec Spec) (exitCode int, err error) {
 		created:    spec.Created,
 		started:    spec.Started,
 	}
-	if spec.Terminal {
-		if spec.Console == nil {
-			return -1, errors.New("exec: a terminal needs a Console function")
-		}
-		opts.console = spec.Console
-	} else {
-		opts.stdin, opts.stdout, opts.stderr = spec.Process.Stdin, spec.Process.Stdout, spec.Process.Stderr
+	if err := opts.attach(spec.Terminal, spec.Console, spec.Process); err != nil {
+		return -1, err
 	}
 	state, msg, err := runChild(ctx, &cfg, opts)
 	if err != nil {
@@ -508,4 +503,18 @@ func (t *tailWriter) lastLine() string {
 		s = s[i+1:]
 	}
 	return string(s)
+}
+
+// attach gives the child a terminal (through console) or the process's
+// standard streams.
+func (o *childOpts) attach(terminal bool, console func(*os.File), p Process) error {
+	if !terminal {
+		o.stdin, o.stdout, o.stderr = p.Stdin, p.Stdout, p.Stderr
+		return nil
+	}
+	if console == nil {
+		return errors.New("exec: a terminal needs a Console function")
+	}
+	o.console = console
+	return nil
 }
