@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -342,26 +341,7 @@ func runCommand(cfg *config, cwd string) (int, error) {
 // lookPath finds name like a shell would, using PATH from env, inside the
 // current (new) root.
 func lookPath(name string, env []string, cwd string) (string, error) {
-	if strings.Contains(name, "/") {
-		return name, nil
-	}
-	pathVar, found := defaultPath, false
-	for i := len(env) - 1; i >= 0 && !found; i-- {
-		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
-			pathVar, found = v, true
-		}
-	}
-	for _, dir := range filepath.SplitList(pathVar) {
-		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(cwd, dir)
-		}
-		p := filepath.Join(dir, name)
-		fi, err := os.Stat(p)
-		if err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("executable file not found in $PATH")
+	return lookPathIn("/", name, env, cwd)
 }
 
 // isDefaultCap reports whether c is in Docker's and BuildKit's default
