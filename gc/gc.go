@@ -51,6 +51,7 @@ const (
 	KindBlob       Kind = "blob"        // ROOT/blobs/sha256/HEX
 	KindCacheMount Kind = "cache-mount" // ROOT/cache-mounts/NAME
 	KindTemp       Kind = "temp"        // anything under a temp dir
+	KindAux        Kind = "aux-cache"   // ROOT/cache/{stat,sources,hints}: speed-ups, safe to drop
 )
 
 // Item is one thing measured or removed.
@@ -419,6 +420,13 @@ func (a *analysis) measure(ctx context.Context, r *Report) error {
 		}
 		r.add(Item{Category: Temp, Kind: KindTemp, ID: p.rel, Size: n, Dangling: true})
 	}
+	for _, p := range m.aux {
+		n, err := a.size(ctx, p.path)
+		if err != nil {
+			return err
+		}
+		r.add(Item{Category: BuildCache, Kind: KindAux, ID: p.rel, Size: n})
+	}
 	return nil
 }
 
@@ -540,6 +548,16 @@ func (c *collector) run(ctx context.Context) error {
 	if c.opts.All {
 		if err := c.removeMounts(ctx); err != nil {
 			return err
+		}
+	}
+
+	// Phase 4b: the stat cache, downloaded ADD sources and COPY hints
+	// only speed builds up; --all drops them.
+	if c.opts.All {
+		for _, p := range m.aux {
+			if err := c.remove(ctx, p.path, Item{Category: BuildCache, Kind: KindAux, ID: p.rel}); err != nil && !errors.Is(err, errSkipped) {
+				return err
+			}
 		}
 	}
 

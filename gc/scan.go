@@ -75,6 +75,8 @@ type model struct {
 	// removed, whatever the options, while the container exists.
 	containerSnaps map[string]string
 
+	aux []pathInfo // ROOT/cache/{stat,sources,hints} (whole dirs)
+
 	entries    []*entryInfo
 	snaps      []*snapInfo
 	snapByKey  map[string]*snapInfo // valid snapshots by full key
@@ -169,7 +171,7 @@ func scan(ctx context.Context, root string) (*model, error) {
 	if err := m.scanImages(); err != nil {
 		return nil, err
 	}
-	for _, f := range []func() error{m.scanContainers, m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanMounts, m.scanTemps} {
+	for _, f := range []func() error{m.scanContainers, m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanMounts, m.scanTemps, m.scanAux} {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -419,6 +421,23 @@ func (m *model) scanMounts() error {
 		case de.IsDir():
 			m.mounts = append(m.mounts, pathInfo{rel: rel, path: m.path(rel)})
 		}
+	}
+	return nil
+}
+
+func (m *model) scanAux() error {
+	for _, d := range []string{"cache/stat", "cache/sources", "cache/hints"} {
+		fi, err := os.Lstat(m.path(d))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", m.path(d))
+		}
+		m.aux = append(m.aux, pathInfo{rel: d, path: m.path(d)})
 	}
 	return nil
 }
