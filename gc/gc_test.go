@@ -666,3 +666,52 @@ func sorted(s ...string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestAuxCaches checks the stat cache, ADD downloads and COPY hints: du
+// counts them as build cache, a plain prune keeps them, --all drops them.
+func TestAuxCaches(t *testing.T) {
+	f := newFixture(t)
+	newScene(f)
+	aux := []string{"cache/stat/abc", "cache/sources/http/files/x/f", "cache/hints/h"}
+	for _, p := range aux {
+		full := filepath.Join(f.root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("data"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := Usage(context.Background(), f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, it := range u.Items {
+		if it.Kind == KindAux {
+			n++
+			if it.Category != BuildCache || it.Size == 0 {
+				t.Errorf("aux item %+v: want build cache with a size", it)
+			}
+		}
+	}
+	if n != 3 {
+		t.Errorf("du lists %d aux caches, want 3", n)
+	}
+	if _, err := Collect(context.Background(), f.root, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range aux {
+		if !f.exists(p) {
+			t.Errorf("a plain prune removed %s", p)
+		}
+	}
+	if _, err := Collect(context.Background(), f.root, Options{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range aux {
+		if f.exists(p) {
+			t.Errorf("prune --all kept %s", p)
+		}
+	}
+}
