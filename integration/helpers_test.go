@@ -41,6 +41,12 @@ func runStrata(t *testing.T, root string, args ...string) result {
 // runStrataEnv runs the binary with extra environment variables (K=V).
 func runStrataEnv(t *testing.T, root string, env []string, args ...string) result {
 	t.Helper()
+	return runStrataIO(t, root, env, "", args...)
+}
+
+// runStrataIO is runStrataEnv with text on standard input.
+func runStrataIO(t *testing.T, root string, env []string, stdin string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	if root != "" {
@@ -49,6 +55,7 @@ func runStrataEnv(t *testing.T, root string, env []string, args ...string) resul
 	cmd := exec.CommandContext(ctx, fx.bin, args...)
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(append(os.Environ(), "STRATA_ROOT=/nonexistent-strata-root-must-not-be-used"), env...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

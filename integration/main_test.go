@@ -169,7 +169,7 @@ func (f *fixture) startRegistry() error {
 		}
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-		if lastErr = waitHTTP("http://"+addr+"/v2/", done); lastErr == nil {
+		if lastErr = waitStatus(http.DefaultClient, "http://"+addr+"/v2/", http.StatusOK, done); lastErr == nil {
 			f.registry, f.regCmd, f.regDone = addr, cmd, done
 			return nil
 		}
@@ -181,7 +181,9 @@ func (f *fixture) startRegistry() error {
 	return lastErr
 }
 
-func waitHTTP(url string, exited <-chan struct{}) error {
+// waitStatus waits until GET url answers with status want (a registry
+// coming up: 200, or 401 when it wants credentials).
+func waitStatus(c *http.Client, url string, want int, exited <-chan struct{}) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -189,16 +191,16 @@ func waitHTTP(url string, exited <-chan struct{}) error {
 			return errors.New("exited")
 		default:
 		}
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == want {
 				return nil
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("no answer on /v2/ within 20s")
+	return fmt.Errorf("no %d on %s within 20s", want, url)
 }
 
 // run runs a setup command, returning its output in the error.

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -159,7 +157,7 @@ http:
 		}
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
-		if lastErr = waitPrivate(client, "https://"+addr+"/v2/", done); lastErr == nil {
+		if lastErr = waitStatus(client, "https://"+addr+"/v2/", http.StatusUnauthorized, done); lastErr == nil {
 			t.Cleanup(func() {
 				_ = cmd.Process.Signal(os.Interrupt)
 				select {
@@ -182,27 +180,6 @@ http:
 	return nil
 }
 
-// waitPrivate waits for the registry's authentication challenge.
-func waitPrivate(c *http.Client, url string, exited <-chan struct{}) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("exited")
-		default:
-		}
-		resp, err := c.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New("no 401 on /v2/ within 20s")
-}
-
 // isolatedEnv is an environment whose docker config is dir and whose
 // certs.d root is certs, with no other place to find credentials.
 func isolatedEnv(t *testing.T, dockerConfig, certs string, extra ...string) []string {
@@ -216,29 +193,6 @@ func isolatedEnv(t *testing.T, dockerConfig, certs string, extra ...string) []st
 		"REGISTRY_AUTH_FILE=" + filepath.Join(home, "none.json"),
 		"SSL_CERT_FILE=",
 	}, extra...)
-}
-
-// runStrataStdin is runStrataEnv with standard input.
-func runStrataStdin(t *testing.T, env []string, stdin string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, fx.bin, args...)
-	cmd.Env = append(append(os.Environ(), "STRATA_ROOT=/nonexistent-strata-root-must-not-be-used"), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running strata %s: %v", strings.Join(args, " "), err)
-	}
-	return r
 }
 
 // mustSucceed fails the test when r failed and returns its stdout trimmed.
@@ -293,7 +247,7 @@ func TestPrivateRegistryAuthAndTLS(t *testing.T) {
 	})
 
 	t.Run("login with a wrong password", func(t *testing.T) {
-		r := runStrataStdin(t, credsEnv, "nope\n", "login", "-u", privUser, "--password-stdin", reg)
+		r := runStrataIO(t, "", credsEnv, "nope\n", "login", "-u", privUser, "--password-stdin", reg)
 		wantOneLineError(t, r, "login with a wrong password", "authentication failed for registry "+reg)
 		if _, err := os.Stat(filepath.Join(creds, "config.json")); !os.IsNotExist(err) {
 			t.Errorf("a failed login wrote the docker config: %v", err)
@@ -303,7 +257,7 @@ func TestPrivateRegistryAuthAndTLS(t *testing.T) {
 	t.Run("login", func(t *testing.T) {
 		// Keys strata does not know survive the rewrite.
 		writeFiles(t, creds, map[string]string{"config.json": `{"auths":{"elsewhere.example":{"auth":"eDp5"}},"detachKeys":"ctrl-e,e"}`})
-		r := runStrataStdin(t, credsEnv, privPass+"\n", "login", "-u", privUser, "--password-stdin", reg)
+		r := runStrataIO(t, "", credsEnv, privPass+"\n", "login", "-u", privUser, "--password-stdin", reg)
 		if out := mustSucceed(t, r, "login"); out != "Login Succeeded" {
 			t.Errorf("login printed %q", out)
 		}
@@ -396,7 +350,7 @@ esac
 		dir := t.TempDir()
 		writeFiles(t, dir, map[string]string{"config.json": `{"credsStore":"stratatest"}`})
 		env := isolatedEnv(t, dir, p.certsDir, "PATH="+bin+":"+os.Getenv("PATH"))
-		mustSucceed(t, runStrataStdin(t, env, privPass, "login", "-u", privUser, "--password-stdin", reg), "login via helper")
+		mustSucceed(t, runStrataIO(t, "", env, privPass, "login", "-u", privUser, "--password-stdin", reg), "login via helper")
 		if cfg := readFile(t, filepath.Join(dir, "config.json")); strings.Contains(cfg, base64.StdEncoding.EncodeToString([]byte(privUser+":"+privPass))) {
 			t.Errorf("secret in config.json despite credsStore:\n%s", cfg)
 		}
