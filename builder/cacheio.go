@@ -279,6 +279,10 @@ func (r *run) exportCache(ctx context.Context, spec CacheSpec, final *state) err
 			recs.Mounts = append(recs.Mounts, mountRecord{Name: name, Layer: addLayer(l)})
 		}
 	}
+	layers, err := r.b.store.CompressLayers(ctx, layers, r.o.Compression, r.o.CompressionLvl)
+	if err != nil {
+		return err
+	}
 	img, err := r.b.store.WriteCacheImage(ctx, recs, layers)
 	if err != nil {
 		return err

@@ -3,15 +3,12 @@ package builder
 import (
 	"context"
 	"fmt"
-	"io"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/strata-build/strata/cache"
 	"github.com/strata-build/strata/registry"
-	"github.com/strata-build/strata/snapshot"
 )
 
 // commitImage exports the layers of st that have no blob yet and writes the
@@ -38,13 +35,11 @@ func (r *run) commitImage(ctx context.Context, st *state) (*registry.Image, erro
 	return img, nil
 }
 
-// exportLayer returns a layer's blob, diffing its snapshot into a new
-// compressed blob when it has none, and records the blob in the step's
-// cache entry so that a rebuild does not diff again.
+// exportLayer returns a layer of the image: its blob when it has one, or
+// else a lazy layer of its snapshot (hashed, not compressed: see
+// registry/diffs.go), recorded in the step's cache entry so that a rebuild
+// does not hash it again.
 func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, error) {
-	if ref.layer != nil && ref.entry != "" && ref.snap.Dir != "" && !r.wantCompression(ref.layer.MediaType) {
-		ref.layer = nil // cached with another compression: export again
-	}
 	if ref.layer != nil {
 		if ref.remote != nil {
 			// Only what the image (or a cache export) needs is fetched.
@@ -67,19 +62,14 @@ func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, e
 		// A failed background export is tried again here, with its error
 		// reported if it fails again.
 	}
-	var opts snapshot.DiffOptions
-	if r.o.Epoch != nil {
-		opts.Epoch = r.o.Epoch
-	}
-	l, err := r.b.store.WriteLayer(ctx, func(w io.Writer) error {
-		_, err := snapshot.Diff(ctx, ref.snap.Dir, w, opts)
-		return err
-	}, r.o.Compression, r.o.CompressionLvl)
+	l, err := r.b.store.RecordDiff(ctx, ref.snap, r.o.Epoch)
 	if err != nil {
 		return registry.Layer{}, fmt.Errorf("exporting layer: %w", err)
 	}
 	ref.layer = &l
-	if ref.entry != "" {
+	// The entry remembers the layer made without SOURCE_DATE_EPOCH only:
+	// a clamped tar is another layer.
+	if ref.entry != "" && r.o.Epoch == nil {
 		e, ok, err := r.b.cache.Get(ref.entry)
 		if err == nil && ok {
 			e.Layer = &cache.Layer{Digest: l.Digest.String(), DiffID: l.DiffID.String(), Size: l.Size, MediaType: string(l.MediaType)}
@@ -101,11 +91,4 @@ func layerFromCache(c cache.Layer) (registry.Layer, error) {
 		return registry.Layer{}, err
 	}
 	return registry.Layer{Digest: d, DiffID: diffID, Size: c.Size, MediaType: types.MediaType(c.MediaType)}, nil
-}
-
-// wantCompression reports whether a layer of media type mt has the
-// compression this build asks for.
-func (r *run) wantCompression(mt types.MediaType) bool {
-	zstd := strings.HasSuffix(string(mt), "+zstd")
-	return zstd == (r.o.Compression == registry.Zstd)
 }

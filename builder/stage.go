@@ -118,7 +118,7 @@ func (r *run) baseState(ctx context.Context, s *dockerfile.Stage) (*state, error
 // step that uses the layer.
 func (r *run) unpack(ctx context.Context, l registry.Layer) (snapshot.Snapshot, error) {
 	key := l.DiffID.Hex
-	if snap, ok := r.b.snaps.Get(key); ok {
+	if snap, ok := r.b.store.SnapshotOf(l.DiffID); ok {
 		return snap, nil
 	}
 	rc, err := r.b.store.OpenLayer(ctx, l)
@@ -353,15 +353,19 @@ func (r *run) usable(e cache.Entry) bool {
 
 // apply adds a step's result to a state.
 func (r *run) apply(st *state, e cache.Entry) {
-	st.history = append(st.history, e.History)
+	h := e.History
+	if r.o.Epoch != nil {
+		h.Created = r.now() // cached by a build without SOURCE_DATE_EPOCH
+	}
+	st.history = append(st.history, h)
 	if e.Empty {
-		st.records = append(st.records, stepRecord{key: e.Key, layer: -1, history: e.History})
+		st.records = append(st.records, stepRecord{key: e.Key, layer: -1, history: h})
 		return
 	}
-	st.records = append(st.records, stepRecord{key: e.Key, layer: len(st.layers), history: e.History})
+	st.records = append(st.records, stepRecord{key: e.Key, layer: len(st.layers), history: h})
 	snap, _ := r.b.snaps.Get(e.Snapshot)
 	ref := layerRef{snap: snap, entry: e.Key}
-	if e.Layer != nil {
+	if e.Layer != nil && r.o.Epoch == nil {
 		if l, err := layerFromCache(*e.Layer); err == nil && r.b.store.HasBlob(l.Digest) {
 			ref.layer = &l
 		}

@@ -110,6 +110,11 @@ func (s *Store) Create(ctx context.Context, o Options) (*Container, error) {
 func (s *Store) unpack(ctx context.Context, img *registry.Image) ([]string, error) {
 	var keys []string
 	for _, l := range img.Layers {
+		// A layer built here is read from the build's snapshot.
+		if snap, ok := s.images.SnapshotOf(l.DiffID); ok {
+			keys = append(keys, snap.Key)
+			continue
+		}
 		key := l.DiffID.Hex
 		if _, ok := s.snaps.Get(key); !ok {
 			rc, err := s.images.OpenLayer(ctx, l)

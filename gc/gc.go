@@ -6,8 +6,19 @@
 //
 //	images.json tag -> manifest blob -> config blob + layer blobs
 //	config rootfs.diff_ids -> snapshots of unpacked layers (keyed by diffID)
+//	manifest layer with no blob file (a lazy layer, digest == diffID)
+//	    -> diffs/DIFFID.json -> its snapshot (record.snapshot), which no
+//	       blob can make again, so it stays while the image is tagged,
+//	       whatever the options; + blobs compressed from it (record.compressed)
 //	cache/entries/KEY.json -> snapshot (entry.Snapshot) and, once exported,
-//	                          a layer blob (entry.Layer.Digest, .DiffID)
+//	                          a layer blob (entry.Layer.Digest, .DiffID) or,
+//	                          for a lazy layer (digest == diffID, no blob
+//	                          file), diffs/DIFFID.json and its compressed
+//	                          blobs (not its snapshot: the entry's own is it)
+//
+// A record is garbage when nothing holds it or its snapshot is missing or
+// goes in the same collection: the store ignores a record whose snapshot
+// is gone, so records are removed before snapshots.
 //
 // Every command that touches the store holds Use (a shared flock on
 // ROOT/gc.lock); Collect takes it exclusively, so while it runs no build
@@ -33,8 +44,8 @@ type Category string
 
 // Categories, in the order reports list them.
 const (
-	Images        Category = "images"         // blobs reachable from tags
-	BuildCache    Category = "build-cache"    // cache entries and the snapshots/blobs only they hold, plus dangling ones
+	Images        Category = "images"         // blobs reachable from tags, and their lazy layers' records, snapshots and compressed blobs
+	BuildCache    Category = "build-cache"    // cache entries and the snapshots/records/blobs only they hold, plus dangling ones
 	BaseSnapshots Category = "base-snapshots" // unpacked layers of tagged images (made again from blobs)
 	CacheMounts   Category = "cache-mounts"   // RUN --mount=type=cache directories
 	Temp          Category = "temp"           // leftovers of killed commands
@@ -45,13 +56,14 @@ type Kind string
 
 // Kinds of items.
 const (
-	KindImage      Kind = "image"       // a tagged manifest and the blobs it reaches
-	KindEntry      Kind = "entry"       // ROOT/cache/entries/KEY.json
-	KindSnapshot   Kind = "snapshot"    // ROOT/snapshots/KEY16
-	KindBlob       Kind = "blob"        // ROOT/blobs/sha256/HEX
-	KindCacheMount Kind = "cache-mount" // ROOT/cache-mounts/NAME
-	KindTemp       Kind = "temp"        // anything under a temp dir
-	KindAux        Kind = "aux-cache"   // ROOT/cache/{stat,sources,hints}: speed-ups, safe to drop
+	KindImage      Kind = "image"        // a tagged manifest, the blobs it reaches and its lazy layers
+	KindEntry      Kind = "entry"        // ROOT/cache/entries/KEY.json
+	KindSnapshot   Kind = "snapshot"     // ROOT/snapshots/KEY16
+	KindBlob       Kind = "blob"         // ROOT/blobs/sha256/HEX
+	KindRecord     Kind = "layer-record" // ROOT/diffs/HEX.json: a lazy layer
+	KindCacheMount Kind = "cache-mount"  // ROOT/cache-mounts/NAME
+	KindTemp       Kind = "temp"         // anything under a temp dir
+	KindAux        Kind = "aux-cache"    // ROOT/cache/{stat,sources,hints}: speed-ups, safe to drop
 )
 
 // Item is one thing measured or removed.
@@ -59,8 +71,9 @@ type Item struct {
 	Category Category
 	Kind     Kind
 	// ID is the cache key (entry), full snapshot key or directory name of
-	// a torn snapshot, "sha256:HEX" (blob, image), or the path relative to
-	// the root (cache mount, temp).
+	// a torn snapshot, "sha256:HEX" (blob, image; layer record: the
+	// layer's diffID), or the path relative to the root (cache mount,
+	// temp).
 	ID string
 	// Description says what the item is for: the step that made an entry
 	// or snapshot, an image's tags.
@@ -119,9 +132,10 @@ func (r *Report) space(c Category) *Space {
 
 // Options select what Collect removes.
 type Options struct {
-	// All removes every build cache entry and the snapshots and blobs only
-	// they hold, the unpacked snapshots of image layers, and cache mounts.
-	// Tagged images and their blobs stay.
+	// All removes every build cache entry and the snapshots, layer records
+	// and blobs only they hold, the unpacked snapshots of image layers, and
+	// cache mounts. Tagged images stay, with their blobs and their lazy
+	// layers (record, snapshot and compressed blobs).
 	All bool
 	// KeepStorage, when > 0, removes least recently used cache entries
 	// until the build cache takes at most this many bytes. 0 means no
@@ -183,22 +197,34 @@ func Usage(ctx context.Context, root string) (Report, error) {
 }
 
 // analysis holds a scanned model with sizes and the references between
-// entries, snapshots and blobs.
+// entries, layer records, snapshots and blobs.
 type analysis struct {
 	m     *model
 	z     *sizer
 	sizes map[string]int64 // by path: a sizer counts a hard link once, so ask it once
 
 	blobOnDisk map[string]bool
-	blobOf     map[string]*entryInfo // live entries by the blob they hold
+	blobOf     map[string]*entryInfo // live entries by the blob (or lazy layer) they hold
 	live       []*entryInfo          // usable entries: whole, snapshot present
 	dangling   []*entryInfo          // entries nothing can use
 	entryOf    map[string]*entryInfo // live entries by the snapshot keys they hold
+
+	// The lazy layers of tagged images whose record and snapshot are
+	// whole. No blob can make them again, so nothing here is removed while
+	// a tag stays, whatever the options.
+	imageRecords    map[string]string // record (diffID hex) -> a tag
+	imageLazySnaps  map[string]string // snapshot key -> a tag
+	imageCompressed map[string]bool   // blobs compressed from those layers
+	// compressedFrom names, for descriptions, the record a blob was
+	// compressed from.
+	compressedFrom map[string]string
 }
 
 func newAnalysis(m *model) *analysis {
 	a := &analysis{m: m, z: newSizer(), sizes: map[string]int64{}, blobOnDisk: map[string]bool{},
-		blobOf: map[string]*entryInfo{}, entryOf: map[string]*entryInfo{}}
+		blobOf: map[string]*entryInfo{}, entryOf: map[string]*entryInfo{},
+		imageRecords: map[string]string{}, imageLazySnaps: map[string]string{},
+		imageCompressed: map[string]bool{}, compressedFrom: map[string]string{}}
 	for _, b := range m.blobs {
 		a.blobOnDisk[b.hex] = true
 	}
@@ -215,8 +241,37 @@ func newAnalysis(m *model) *analysis {
 				a.entryOf[k] = ei
 			}
 		}
-		if h := a.entryBlob(ei); h != "" && a.blobOf[h] == nil {
+		h := a.entryBlob(ei)
+		if h != "" && a.blobOf[h] == nil {
 			a.blobOf[h] = ei
+		}
+		if ri := a.lazyRecord(h); ri != nil {
+			for _, c := range ri.compressed {
+				if a.blobOf[c] == nil {
+					a.blobOf[c] = ei
+				}
+			}
+		}
+	}
+	for _, h := range sortedKeys(m.imageLayers) {
+		ri := a.lazyRecord(h)
+		if ri == nil || m.snapByKey[ri.snap] == nil {
+			continue // a blob, or a lazy layer already lost: nothing to keep
+		}
+		ref := m.imageLayers[h]
+		a.imageRecords[h] = ref
+		if _, ok := a.imageLazySnaps[ri.snap]; !ok {
+			a.imageLazySnaps[ri.snap] = ref
+		}
+		for _, c := range ri.compressed {
+			a.imageCompressed[c] = true
+		}
+	}
+	for _, ri := range m.records {
+		for _, c := range ri.compressed {
+			if _, ok := a.compressedFrom[c]; !ok {
+				a.compressedFrom[c] = ri.hex
+			}
 		}
 	}
 	return a
@@ -251,12 +306,25 @@ func (a *analysis) entrySnaps(ei *entryInfo) []string {
 	return out
 }
 
-// entryBlob returns the hex of an entry's exported layer blob, or "".
+// entryBlob returns the hex of an entry's exported layer digest (a blob,
+// or a lazy layer's diffID), or "".
 func (a *analysis) entryBlob(ei *entryInfo) string {
 	if ei.e.Layer == nil {
 		return ""
 	}
 	return digestHex(ei.e.Layer.Digest)
+}
+
+// lazyRecord returns the record the store serves the layer digest h from:
+// there is no blob file for h and a whole record names it. nil otherwise.
+func (a *analysis) lazyRecord(h string) *recordInfo {
+	if h == "" || a.blobOnDisk[h] {
+		return nil
+	}
+	if ri := a.m.recordOf[h]; ri != nil && ri.valid {
+		return ri
+	}
+	return nil
 }
 
 func (a *analysis) size(ctx context.Context, path string) (int64, error) {
@@ -270,11 +338,15 @@ func (a *analysis) size(ctx context.Context, path string) (int64, error) {
 	return n, err
 }
 
-// heldSnaps is the set of snapshot keys that live entries hold, plus
-// those of tagged images' layers when images is true.
+// heldSnaps is the set of snapshot keys that containers, tagged images'
+// lazy layers and live entries hold, plus those of tagged images' unpacked
+// layers when images is true.
 func (a *analysis) heldSnaps(live []*entryInfo, images bool) map[string]bool {
 	held := map[string]bool{}
 	for k := range a.m.containerSnaps {
+		held[k] = true
+	}
+	for k := range a.imageLazySnaps {
 		held[k] = true
 	}
 	for _, ei := range live {
@@ -290,18 +362,40 @@ func (a *analysis) heldSnaps(live []*entryInfo, images bool) map[string]bool {
 	return held
 }
 
-// heldBlobs is the set of blobs that tags or live entries reach.
-func (a *analysis) heldBlobs(live []*entryInfo) map[string]bool {
-	held := map[string]bool{}
-	for h := range a.m.imageBlobs {
-		held[h] = true
+// holding is what stays after a collection: by snapshot key, record hex
+// and blob hex.
+type holding struct {
+	snaps, records, blobs map[string]bool
+}
+
+// held works out what stays when live are the entries left (and, with
+// images, tagged images' unpacked layers stay too). A record stays when a
+// tag or a live entry holds it and its snapshot is whole and stays; the
+// blobs compressed from it stay with it.
+func (a *analysis) held(live []*entryInfo, images bool) holding {
+	h := holding{snaps: a.heldSnaps(live, images), records: map[string]bool{}, blobs: map[string]bool{}}
+	for r := range a.imageRecords {
+		h.records[r] = true // its snapshot is whole and in h.snaps
 	}
 	for _, ei := range live {
-		if h := a.entryBlob(ei); h != "" {
-			held[h] = true
+		if ri := a.lazyRecord(a.entryBlob(ei)); ri != nil && a.m.snapByKey[ri.snap] != nil && h.snaps[ri.snap] {
+			h.records[ri.hex] = true
 		}
 	}
-	return held
+	for b := range a.m.imageBlobs {
+		h.blobs[b] = true
+	}
+	for _, ei := range live {
+		if b := a.entryBlob(ei); b != "" {
+			h.blobs[b] = true
+		}
+	}
+	for r := range h.records {
+		for _, c := range a.m.recordOf[r].compressed {
+			h.blobs[c] = true
+		}
+	}
+	return h
 }
 
 // snapItem describes a snapshot; dangling says whether a plain prune
@@ -310,7 +404,10 @@ func (a *analysis) snapItem(si *snapInfo, dangling bool) Item {
 	it := Item{Category: BuildCache, Kind: KindSnapshot, ID: si.name, Dangling: dangling}
 	if si.valid {
 		it.ID = si.key
-		if ref, ok := a.m.imageDiffIDs[si.key]; ok {
+		if ref, ok := a.imageLazySnaps[si.key]; ok {
+			it.Category = Images
+			it.Description = "layer of " + ref
+		} else if ref, ok := a.m.imageDiffIDs[si.key]; ok {
 			it.Category = BaseSnapshots
 			it.Description = "layer of " + ref
 		} else if ei := a.entryOf[si.key]; ei != nil {
@@ -335,13 +432,39 @@ func (a *analysis) entryItem(ei *entryInfo, dangling bool) Item {
 	return it
 }
 
+// recordItem describes a layer record; dangling says whether a plain
+// prune would remove it.
+func (a *analysis) recordItem(ri *recordInfo, dangling bool) Item {
+	it := Item{Category: BuildCache, Kind: KindRecord, ID: "sha256:" + ri.hex, Dangling: dangling}
+	var what string
+	if ref, ok := a.imageRecords[ri.hex]; ok {
+		it.Category = Images
+		what = "layer of " + ref
+	} else if ei := a.blobOf[ri.hex]; ei != nil && a.lazyRecord(ri.hex) == ri {
+		what = ei.e.History.CreatedBy
+	}
+	switch {
+	case !ri.valid:
+		it.Description = "torn"
+	case a.m.snapByKey[ri.snap] == nil:
+		it.Description = strings.TrimSpace(what + " (snapshot gone)")
+	case what == "" && dangling:
+		it.Description = "unreferenced"
+	default:
+		it.Description = what
+	}
+	return it
+}
+
 func (a *analysis) blobItem(b *blobInfo, dangling bool) Item {
 	it := Item{Category: BuildCache, Kind: KindBlob, ID: "sha256:" + b.hex, Dangling: dangling}
-	if a.m.imageBlobs[b.hex] {
+	if a.m.imageBlobs[b.hex] || a.imageCompressed[b.hex] {
 		it.Category = Images
 	}
 	if ei := a.blobOf[b.hex]; ei != nil {
 		it.Description = ei.e.History.CreatedBy
+	} else if r, ok := a.compressedFrom[b.hex]; ok {
+		it.Description = "compressed from layer sha256:" + r[:12]
 	} else if dangling {
 		it.Description = "unreferenced"
 	}
@@ -351,21 +474,39 @@ func (a *analysis) blobItem(b *blobInfo, dangling bool) Item {
 // measure fills r with every item of the store.
 func (a *analysis) measure(ctx context.Context, r *Report) error {
 	m := a.m
-	// Images, one item per manifest; a blob shared by several images
-	// counts with the first.
-	counted := map[string]bool{}
+	// Images, one item per manifest: its blobs and, for each lazy layer,
+	// the record, the snapshot it is read from and the blobs compressed
+	// from it. Anything shared by several images counts with the first.
+	counted := map[string]bool{} // by path
 	for _, h := range sortedKeys(m.manifests) {
 		set := m.manifestBlobs[h]
 		if !set[h] {
 			continue // manifest missing: the tag holds nothing
 		}
 		it := Item{Category: Images, Kind: KindImage, ID: "sha256:" + h, Description: strings.Join(m.manifests[h], ", ")}
+		var paths []string
 		for _, b := range sortedKeys(set) {
-			if counted[b] || !a.blobOnDisk[b] {
+			if a.blobOnDisk[b] {
+				paths = append(paths, m.blobPath(b))
 				continue
 			}
-			counted[b] = true
-			n, err := a.size(ctx, m.blobPath(b))
+			if _, ok := a.imageRecords[b]; !ok {
+				continue
+			}
+			ri := m.recordOf[b]
+			paths = append(paths, ri.path, m.snapByKey[ri.snap].path)
+			for _, c := range ri.compressed {
+				if a.blobOnDisk[c] {
+					paths = append(paths, m.blobPath(c))
+				}
+			}
+		}
+		for _, p := range paths {
+			if counted[p] {
+				continue
+			}
+			counted[p] = true
+			n, err := a.size(ctx, p)
 			if err != nil {
 				return err
 			}
@@ -383,9 +524,24 @@ func (a *analysis) measure(ctx context.Context, r *Report) error {
 		it.Size = n
 		r.add(it)
 	}
-	held := a.heldSnaps(a.live, true)
+	held := a.held(a.live, true)
+	for _, ri := range m.records {
+		if _, ok := a.imageRecords[ri.hex]; ok {
+			continue // counted with its image
+		}
+		it := a.recordItem(ri, !held.records[ri.hex])
+		n, err := a.size(ctx, ri.path)
+		if err != nil {
+			return err
+		}
+		it.Size = n
+		r.add(it)
+	}
 	for _, si := range m.snaps {
-		it := a.snapItem(si, !si.valid || !held[si.key])
+		if _, ok := a.imageLazySnaps[si.key]; ok && si.valid {
+			continue // counted with its image
+		}
+		it := a.snapItem(si, !si.valid || !held.snaps[si.key])
 		n, err := a.size(ctx, si.path)
 		if err != nil {
 			return err
@@ -393,12 +549,11 @@ func (a *analysis) measure(ctx context.Context, r *Report) error {
 		it.Size = n
 		r.add(it)
 	}
-	heldB := a.heldBlobs(a.live)
 	for _, b := range m.blobs {
-		if m.imageBlobs[b.hex] {
+		if m.imageBlobs[b.hex] || a.imageCompressed[b.hex] {
 			continue // counted with its image
 		}
-		it := a.blobItem(b, !heldB[b.hex])
+		it := a.blobItem(b, !held.blobs[b.hex])
 		n, err := a.size(ctx, b.path)
 		if err != nil {
 			return err
@@ -444,7 +599,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // exclusively, waiting for running commands; ctx ends the wait.
 //
 // Removal keeps the store consistent if it is killed at any point: cache
-// entries go first (a missing entry is a miss), then snapshots (each
+// entries go first (a missing entry is a miss), then layer records (a
+// layer whose record is gone is made again by the next build that needs
+// it; a record is never left pointing at a snapshot this run removes,
+// though the store would ignore one that did), then snapshots (each
 // renamed into a trash dir under ROOT/snapshots/tmp before it is deleted,
 // so no half-deleted snapshot is ever found under its key), then blobs
 // (an entry whose blob is gone exports its layer again), then cache mounts
@@ -517,41 +675,56 @@ func (c *collector) run(ctx context.Context) error {
 	}
 	c.sync(m.path(entriesDir))
 
-	// Phase 2: snapshots.
-	held := c.heldSnaps(live, !c.opts.All)
-	initial := c.heldSnaps(c.live, true)
+	// Phase 2: layer records, before the snapshots they are read from.
+	held := c.held(live, !c.opts.All)
+	initial := c.held(c.live, true)
+	for _, ri := range m.records {
+		if held.records[ri.hex] {
+			continue
+		}
+		if err := c.remove(ctx, ri.path, c.recordItem(ri, !initial.records[ri.hex])); err != nil {
+			if !errors.Is(err, errSkipped) {
+				return err
+			}
+			// Still there: its blobs stay with it, as an entry's do.
+			for _, b := range ri.compressed {
+				held.blobs[b] = true
+			}
+		}
+	}
+	c.sync(m.path(diffsDir))
+
+	// Phase 3: snapshots.
 	var gone []*snapInfo
 	for _, si := range m.snaps {
-		if si.valid && held[si.key] {
+		if si.valid && held.snaps[si.key] {
 			continue
 		}
 		gone = append(gone, si)
 	}
-	if err := c.removeSnapshots(ctx, gone, initial); err != nil {
+	if err := c.removeSnapshots(ctx, gone, initial.snaps); err != nil {
 		return err
 	}
 
-	// Phase 3: blobs.
-	heldB := c.heldBlobs(live)
-	initialB := c.heldBlobs(c.live)
+	// Phase 4: blobs.
 	for _, b := range m.blobs {
-		if heldB[b.hex] {
+		if held.blobs[b.hex] {
 			continue
 		}
-		if err := c.remove(ctx, b.path, c.blobItem(b, !initialB[b.hex])); err != nil && !errors.Is(err, errSkipped) {
+		if err := c.remove(ctx, b.path, c.blobItem(b, !initial.blobs[b.hex])); err != nil && !errors.Is(err, errSkipped) {
 			return err
 		}
 	}
 	c.sync(m.path(blobsDir))
 
-	// Phase 4: cache mounts.
+	// Phase 5: cache mounts.
 	if c.opts.All {
 		if err := c.removeMounts(ctx); err != nil {
 			return err
 		}
 	}
 
-	// Phase 4b: the stat cache, downloaded ADD sources and COPY hints
+	// Phase 5b: the stat cache, downloaded ADD sources and COPY hints
 	// only speed builds up; --all drops them.
 	if c.opts.All {
 		for _, p := range m.aux {
@@ -561,7 +734,7 @@ func (c *collector) run(ctx context.Context) error {
 		}
 	}
 
-	// Phase 5: temp leftovers; no command runs, so none is in use.
+	// Phase 6: temp leftovers; no command runs, so none is in use.
 	for _, p := range m.temps {
 		if err := c.remove(ctx, p.path, Item{Category: Temp, Kind: KindTemp, ID: p.rel, Dangling: true}); err != nil && !errors.Is(err, errSkipped) {
 			return err
@@ -768,9 +941,9 @@ func (c *collector) removeMounts(ctx context.Context) error {
 
 // lru picks, oldest use first, the live entries to drop until what the
 // build cache holds is at most KeepStorage: entry files plus the
-// snapshots and blobs that only entries hold (what tagged images hold is
-// not build cache). Dangling things are not counted: the sweep removes
-// them anyway.
+// snapshots, layer records and blobs that only entries hold (what tagged
+// images hold is not build cache). Dangling things are not counted: the
+// sweep removes them anyway.
 func (c *collector) lru(ctx context.Context, live []*entryInfo) (keep, drop []*entryInfo, err error) {
 	m := c.m
 	objSize := map[string]int64{}
@@ -784,20 +957,36 @@ func (c *collector) lru(ctx context.Context, live []*entryInfo) (keep, drop []*e
 		}
 		total += n
 		var objs []string
+		hold := func(obj, path string) error {
+			objs = append(objs, obj)
+			if _, ok := objSize[obj]; ok {
+				return nil
+			}
+			n, err := c.size(ctx, path)
+			objSize[obj] = n
+			return err
+		}
 		for _, k := range c.entrySnaps(ei) {
-			if _, image := m.imageDiffIDs[k]; !image && m.snapByKey[k] != nil {
-				objs = append(objs, "snapshot:"+k)
-				if _, ok := objSize["snapshot:"+k]; !ok {
-					if objSize["snapshot:"+k], err = c.size(ctx, m.snapByKey[k].path); err != nil {
-						return nil, nil, err
-					}
+			_, base := m.imageDiffIDs[k]
+			_, lazy := c.imageLazySnaps[k]
+			if !base && !lazy && m.snapByKey[k] != nil {
+				if err := hold("snapshot:"+k, m.snapByKey[k].path); err != nil {
+					return nil, nil, err
 				}
 			}
 		}
-		if h := c.entryBlob(ei); h != "" && c.blobOnDisk[h] && !m.imageBlobs[h] {
-			objs = append(objs, "blob:"+h)
-			if _, ok := objSize["blob:"+h]; !ok {
-				if objSize["blob:"+h], err = c.size(ctx, m.blobPath(h)); err != nil {
+		blobs := []string{c.entryBlob(ei)}
+		if ri := c.lazyRecord(blobs[0]); ri != nil {
+			if _, image := c.imageRecords[ri.hex]; !image {
+				if err := hold("record:"+ri.hex, ri.path); err != nil {
+					return nil, nil, err
+				}
+			}
+			blobs = append(blobs, ri.compressed...)
+		}
+		for _, h := range blobs {
+			if h != "" && c.blobOnDisk[h] && !m.imageBlobs[h] && !c.imageCompressed[h] {
+				if err := hold("blob:"+h, m.blobPath(h)); err != nil {
 					return nil, nil, err
 				}
 			}

@@ -210,41 +210,57 @@ func TestCollectAllKeepsImages(t *testing.T) {
 }
 
 func TestDryRunRemovesNothing(t *testing.T) {
-	for _, opts := range []Options{{DryRun: true}, {DryRun: true, All: true}, {DryRun: true, KeepStorage: 1}} {
-		t.Run(optsName(opts), func(t *testing.T) {
-			f := newFixture(t)
-			newScene(f)
-			before := tree(t, f.root)
-			dry, err := Collect(context.Background(), f.root, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			after := tree(t, f.root)
-			for p, v := range before {
-				if after[p] != v {
-					t.Errorf("%s changed: %q -> %q", p, v, after[p])
-				}
-			}
-			for p := range after {
-				if _, ok := before[p]; !ok && p != lockName {
-					t.Errorf("%s appeared", p)
-				}
-			}
-			// The real run removes exactly what the dry run listed.
-			opts.DryRun = false
-			real, err := Collect(context.Background(), f.root, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, k := range []Kind{KindEntry, KindSnapshot, KindBlob, KindCacheMount, KindTemp} {
-				if got, want := join(ids(real.Items, k)), join(ids(dry.Items, k)); got != want {
-					t.Errorf("%s: removed %s, dry run said %s", k, got, want)
-				}
-			}
-			if dry.Reclaimed != real.Reclaimed {
-				t.Errorf("dry run reclaims %d, real run %d", dry.Reclaimed, real.Reclaimed)
-			}
-		})
+	scenes := []struct {
+		name  string
+		setup func(f *fixture)
+	}{
+		{"scene", func(f *fixture) { newScene(f) }},
+		{"lazy", func(f *fixture) { newLazyScene(f) }},
+	}
+	for _, sc := range scenes {
+		for _, opts := range []Options{{DryRun: true}, {DryRun: true, All: true}, {DryRun: true, KeepStorage: 1}} {
+			t.Run(sc.name+"-"+optsName(opts), func(t *testing.T) {
+				dryRunMatches(t, sc.setup, opts)
+			})
+		}
+	}
+}
+
+// dryRunMatches checks that a dry run changes nothing and lists what the
+// real run then removes.
+func dryRunMatches(t *testing.T, setup func(*fixture), opts Options) {
+	t.Helper()
+	f := newFixture(t)
+	setup(f)
+	before := tree(t, f.root)
+	dry, err := Collect(context.Background(), f.root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := tree(t, f.root)
+	for p, v := range before {
+		if after[p] != v {
+			t.Errorf("%s changed: %q -> %q", p, v, after[p])
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok && p != lockName {
+			t.Errorf("%s appeared", p)
+		}
+	}
+	// The real run removes exactly what the dry run listed.
+	opts.DryRun = false
+	real, err := Collect(context.Background(), f.root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []Kind{KindEntry, KindRecord, KindSnapshot, KindBlob, KindCacheMount, KindTemp, KindAux} {
+		if got, want := join(ids(real.Items, k)), join(ids(dry.Items, k)); got != want {
+			t.Errorf("%s: removed %s, dry run said %s", k, got, want)
+		}
+	}
+	if dry.Reclaimed != real.Reclaimed {
+		t.Errorf("dry run reclaims %d, real run %d", dry.Reclaimed, real.Reclaimed)
 	}
 }
 
@@ -278,88 +294,105 @@ func TestKeepStorageLRU(t *testing.T) {
 		{name: "hit refreshes", keep: 2, hit: "old", want: []string{"old", "new"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
-			s := newScene(f)
-			steps := []string{"old", "mid", "new"}
-			keys := map[string]string{}
-			base := time.Now().Add(-time.Hour)
-			for i, name := range steps {
-				// Same size for all: the limit counts whole steps.
-				keys[name], _ = f.step(name, strings.Repeat(name[:1], 20000))
-				mt := base.Add(time.Duration(i) * time.Minute)
-				if err := os.Chtimes(filepath.Join(f.root, entryRel(keys[name])), mt, mt); err != nil {
-					t.Fatal(err)
-				}
+		for _, lazy := range []bool{false, true} {
+			name := tt.name
+			if lazy {
+				name += " lazy"
 			}
-			// The scene's own live step is the oldest of all.
-			old := base.Add(-time.Minute)
-			if err := os.Chtimes(filepath.Join(f.root, entryRel(s.liveKey)), old, old); err != nil {
-				t.Fatal(err)
-			}
-			u, err := Usage(context.Background(), f.root)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stepSize := map[string]int64{}
-			for _, it := range u.Items {
-				for name, k := range keys {
-					if it.ID == k || it.ID == layerOf(t, f, k) {
-						stepSize[name] += it.Size
-					}
-				}
-			}
-			var limit int64
-			for _, name := range steps[len(steps)-tt.keep:] {
-				limit += stepSize[name]
-			}
-			if tt.hit != "" {
-				if _, ok, err := f.cache.Get(keys[tt.hit]); err != nil || !ok {
-					t.Fatalf("Get %s: ok=%v err=%v", tt.hit, ok, err)
-				}
-			}
-			opts := Options{KeepStorage: limit}
-			if limit == 0 {
-				opts.KeepStorage = 1
-			}
-			if _, err := Collect(context.Background(), f.root, opts); err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, name := range steps {
-				_, ok, err := f.cache.Get(keys[name])
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, snap := f.snaps.Get(keys[name])
-				if ok != snap {
-					t.Errorf("%s: entry %v but snapshot %v", name, ok, snap)
-				}
-				if ok {
-					got = append(got, name)
-				}
-			}
-			if join(got) != join(tt.want) {
-				t.Errorf("surviving steps %v, want %v", got, tt.want)
-			}
-			if f.exists(entryRel(s.liveKey)) {
-				t.Error("the least recently used entry survived")
-			}
-			assertImage(t, f, s)
-		})
+			t.Run(name, func(t *testing.T) { keepStorageCase(t, tt.keep, tt.hit, tt.want, lazy) })
+		}
 	}
 }
 
-// layerOf returns the layer digest recorded in an entry.
-func layerOf(t *testing.T, f *fixture, key string) string {
+// keepStorageCase runs one TestKeepStorageLRU case; with lazy, the steps'
+// layers are lazy and pushed once, so each step also holds a layer record
+// and a compressed blob.
+func keepStorageCase(t *testing.T, keep int, hit string, want []string, lazy bool) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.root, entryRel(key)))
+	f := newFixture(t)
+	s := newScene(f)
+	steps := []string{"old", "mid", "new"}
+	keys := map[string]string{}
+	stepIDs := map[string][]string{} // what du lists for a step
+	held := map[string][]string{}    // a lazy step's record and compressed blob
+	base := time.Now().Add(-time.Hour)
+	for i, name := range steps {
+		// Same size for all: the limit counts whole steps.
+		body := strings.Repeat(name[:1], 20000)
+		var l registry.Layer
+		if lazy {
+			keys[name], l = f.lazyStep(name, body)
+			gz := f.compress(l)
+			stepIDs[name] = []string{keys[name], l.Digest.String(), gz.Digest.String()}
+			held[name] = []string{recordRel(l.DiffID), f.blobRel(gz.Digest)}
+		} else {
+			keys[name], l = f.step(name, body)
+			stepIDs[name] = []string{keys[name], l.Digest.String()}
+		}
+		mt := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(filepath.Join(f.root, entryRel(keys[name])), mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The scene's own live step is the oldest of all.
+	old := base.Add(-time.Minute)
+	if err := os.Chtimes(filepath.Join(f.root, entryRel(s.liveKey)), old, old); err != nil {
+		t.Fatal(err)
+	}
+	u, err := Usage(context.Background(), f.root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, _ := strings.Cut(string(b), `"digest":"`)
-	d, _, _ := strings.Cut(rest, `"`)
-	return d
+	stepSize := map[string]int64{}
+	for _, it := range u.Items {
+		for name, ids := range stepIDs {
+			if slices.Contains(ids, it.ID) {
+				stepSize[name] += it.Size
+			}
+		}
+	}
+	var limit int64
+	for _, name := range steps[len(steps)-keep:] {
+		limit += stepSize[name]
+	}
+	if hit != "" {
+		if _, ok, err := f.cache.Get(keys[hit]); err != nil || !ok {
+			t.Fatalf("Get %s: ok=%v err=%v", hit, ok, err)
+		}
+	}
+	opts := Options{KeepStorage: limit}
+	if limit == 0 {
+		opts.KeepStorage = 1
+	}
+	if _, err := Collect(context.Background(), f.root, opts); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, name := range steps {
+		_, ok, err := f.cache.Get(keys[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, snap := f.snaps.Get(keys[name])
+		if ok != snap {
+			t.Errorf("%s: entry %v but snapshot %v", name, ok, snap)
+		}
+		if ok {
+			got = append(got, name)
+		}
+		for _, p := range held[name] {
+			if f.exists(p) != ok {
+				t.Errorf("%s: entry %v but %s %v", name, ok, p, f.exists(p))
+			}
+		}
+	}
+	if join(got) != join(want) {
+		t.Errorf("surviving steps %v, want %v", got, want)
+	}
+	if f.exists(entryRel(s.liveKey)) {
+		t.Error("the least recently used entry survived")
+	}
+	assertImage(t, f, s)
 }
 
 func TestCollectWaitsForUse(t *testing.T) {

@@ -135,6 +135,59 @@ func (f *fixture) step(name, body string) (key string, l registry.Layer) {
 	return key, l
 }
 
+// lazyStep makes a live cache entry whose layer is lazy, as a build now
+// does: a snapshot, the store's record of its layer (no blob) and the
+// entry naming the layer (digest == diffID).
+func (f *fixture) lazyStep(name, body string) (key string, l registry.Layer) {
+	f.t.Helper()
+	key = cache.Key("lazy", name)
+	l = f.record(f.snapshot(key, map[string]string{name: body}))
+	f.entry(key, "RUN "+name, &l)
+	return key, l
+}
+
+// record makes snap a lazy layer of the store.
+func (f *fixture) record(snap snapshot.Snapshot) registry.Layer {
+	f.t.Helper()
+	l, err := f.reg.RecordDiff(context.Background(), snap, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if l.Digest != l.DiffID || f.exists(f.blobRel(l.Digest)) || !f.exists(recordRel(l.DiffID)) {
+		f.t.Fatalf("RecordDiff made %+v: want a record and no blob", l)
+	}
+	return l
+}
+
+// compress makes the gzip blob of the lazy layer l, as a push does; the
+// store remembers it in the layer's record.
+func (f *fixture) compress(l registry.Layer) registry.Layer {
+	f.t.Helper()
+	out, err := f.reg.CompressLayers(context.Background(), []registry.Layer{l}, registry.Gzip, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if out[0].Digest == l.Digest || !f.exists(f.blobRel(out[0].Digest)) {
+		f.t.Fatalf("CompressLayers made %+v", out[0])
+	}
+	return out[0]
+}
+
+// imageOf writes a one-layer image over l, tagged as ref unless ref is "".
+func (f *fixture) imageOf(ref string, l registry.Layer) *registry.Image {
+	f.t.Helper()
+	img, err := f.reg.WriteImage(context.Background(), &v1.ConfigFile{OS: "linux", Architecture: "amd64", Author: ref}, []registry.Layer{l}, true)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if ref != "" {
+		if err := f.reg.Tag(ref, img); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return img
+}
+
 func (f *fixture) write(rel, body string) {
 	f.t.Helper()
 	p := filepath.Join(f.root, rel)
@@ -154,6 +207,8 @@ func (f *fixture) exists(rel string) bool {
 func (f *fixture) blobRel(d v1.Hash) string { return filepath.Join("blobs", "sha256", d.Hex) }
 
 func snapRel(key string) string { return filepath.Join("snapshots", key[:16]) }
+
+func recordRel(d v1.Hash) string { return filepath.Join("diffs", d.Hex+".json") }
 
 func entryRel(key string) string { return filepath.Join("cache", "entries", key+".json") }
 

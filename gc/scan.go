@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ const (
 	entriesDir     = "cache/entries"
 	scratchDir     = "tmp"
 	cacheMountsDir = "cache-mounts"
+	diffsDir       = "diffs" // records of lazy layers (registry/diffs.go)
 
 	key16 = 16 // hex characters naming a snapshot directory
 	// trashPrefix names directories Collect moves things into before
@@ -55,6 +57,16 @@ type blobInfo struct {
 	path string
 }
 
+// recordInfo is one file ROOT/diffs/HEX.json: a lazy layer, whose tar the
+// store makes by diffing a snapshot, named by its diffID.
+type recordInfo struct {
+	hex        string // the layer's diffID (and digest)
+	path       string
+	valid      bool     // a regular file that parses and names a snapshot key
+	snap       string   // the snapshot the layer is read from (normalised key)
+	compressed []string // hex of the blobs made from it, sorted
+}
+
 // pathInfo is a cache mount or a temp leftover.
 type pathInfo struct {
 	rel  string // relative to ROOT
@@ -70,6 +82,7 @@ type model struct {
 	manifestBlobs map[string]map[string]bool // manifest hex -> blobs it reaches (itself included)
 	imageBlobs    map[string]bool            // hex of every blob reachable from a tag
 	imageDiffIDs  map[string]string          // hex of the diffIDs of tagged images' layers -> a tag
+	imageLayers   map[string]string          // hex of tagged manifests' layer digests -> a tag
 
 	// snapshot keys the containers under ROOT/containers run on: never
 	// removed, whatever the options, while the container exists.
@@ -82,8 +95,10 @@ type model struct {
 	snapByKey  map[string]*snapInfo // valid snapshots by full key
 	snapLocks  []string             // names of ROOT/snapshots/KEY16.lock
 	blobs      []*blobInfo
-	mounts     []pathInfo // ROOT/cache-mounts/NAME directories
-	mountLocks []string   // ROOT/cache-mounts/NAME.lock
+	records    []*recordInfo
+	recordOf   map[string]*recordInfo // records by diffID hex
+	mounts     []pathInfo             // ROOT/cache-mounts/NAME directories
+	mountLocks []string               // ROOT/cache-mounts/NAME.lock
 	temps      []pathInfo
 }
 
@@ -165,13 +180,15 @@ func scan(ctx context.Context, root string) (*model, error) {
 		manifestBlobs:  map[string]map[string]bool{},
 		imageBlobs:     map[string]bool{},
 		imageDiffIDs:   map[string]string{},
+		imageLayers:    map[string]string{},
 		containerSnaps: map[string]string{},
 		snapByKey:      map[string]*snapInfo{},
+		recordOf:       map[string]*recordInfo{},
 	}
 	if err := m.scanImages(); err != nil {
 		return nil, err
 	}
-	for _, f := range []func() error{m.scanContainers, m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanMounts, m.scanTemps, m.scanAux} {
+	for _, f := range []func() error{m.scanContainers, m.scanEntries, m.scanSnapshots, m.scanBlobs, m.scanRecords, m.scanMounts, m.scanTemps, m.scanAux} {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -255,6 +272,9 @@ func (m *model) markManifest(h, ref string, set map[string]bool) error {
 	for _, l := range doc.Layers {
 		if lh := digestHex(l.Digest); lh != "" {
 			set[lh] = true
+			if _, ok := m.imageLayers[lh]; !ok {
+				m.imageLayers[lh] = ref
+			}
 		}
 	}
 	for _, c := range doc.Manifests {
@@ -400,6 +420,52 @@ func (m *model) scanBlobs() error {
 		if isHex(de.Name(), 64) {
 			m.blobs = append(m.blobs, &blobInfo{hex: de.Name(), path: filepath.Join(dir, de.Name())})
 		}
+	}
+	return nil
+}
+
+// scanRecords reads ROOT/diffs. A record is read more leniently than the
+// store reads it (unknown or mistyped fields are ignored): keeping a record
+// the store would ignore only wastes a file, while dropping one it uses
+// would lose a layer nothing can make again.
+func (m *model) scanRecords() error {
+	dir := m.path(diffsDir)
+	ents, err := dirEntries(dir)
+	if err != nil {
+		return fmt.Errorf("listing layer records: %w", err)
+	}
+	for _, de := range ents {
+		name := de.Name()
+		p := filepath.Join(dir, name)
+		if strings.HasPrefix(name, ".tmp-") {
+			m.temps = append(m.temps, pathInfo{rel: filepath.Join(diffsDir, name), path: p})
+			continue
+		}
+		h, ok := strings.CutSuffix(name, ".json")
+		if !ok || !isHex(h, 64) {
+			continue // not ours: left alone
+		}
+		ri := &recordInfo{hex: h, path: p}
+		// Anything but a regular file that parses is torn or foreign: the
+		// store never trusts it.
+		if b, err := readRegular(p); err == nil {
+			var rec struct {
+				Snapshot   string                `json:"snapshot"`
+				Compressed map[string]descriptor `json:"compressed"`
+			}
+			if json.Unmarshal(b, &rec) == nil {
+				ri.snap = snapshotKey(rec.Snapshot)
+				ri.valid = ri.snap != ""
+				for _, c := range rec.Compressed {
+					if ch := digestHex(c.Digest); ch != "" && !slices.Contains(ri.compressed, ch) {
+						ri.compressed = append(ri.compressed, ch)
+					}
+				}
+				slices.Sort(ri.compressed)
+			}
+		}
+		m.records = append(m.records, ri)
+		m.recordOf[h] = ri
 	}
 	return nil
 }

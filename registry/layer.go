@@ -182,10 +182,13 @@ func (l *layerReader) Close() error {
 	return first
 }
 
-// statBlob returns the size of a present blob.
+// statBlob returns the size of a present blob (or lazy layer).
 func (s *Store) statBlob(d v1.Hash) (int64, error) {
 	fi, err := os.Stat(s.BlobPath(d))
 	if err != nil {
+		if r, _, ok := s.lazy(d); ok {
+			return r.Size, nil
+		}
 		return 0, fmt.Errorf("stat blob %s: %w", d, err)
 	}
 	return fi.Size(), nil

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/strata-build/strata/snapshot"
 )
 
 // ErrNotFound reports that a blob, image or tag is not in the local store.
@@ -32,6 +34,8 @@ type Store struct {
 	tmpDir   string // ROOT/blobs/tmp
 	index    string // ROOT/images.json
 	lockFile string // ROOT/images.json.lock
+	diffDir  string // ROOT/diffs: lazy layers (see diffs.go)
+	snaps    *snapshot.Store
 }
 
 // OpenStore opens (creating if needed) the store at root.
@@ -46,8 +50,14 @@ func OpenStore(root string) (*Store, error) {
 		tmpDir:   filepath.Join(abs, "blobs", "tmp"),
 		index:    filepath.Join(abs, "images.json"),
 		lockFile: filepath.Join(abs, "images.json.lock"),
+		diffDir:  filepath.Join(abs, "diffs"),
 	}
-	for _, d := range []string{s.blobDir, s.tmpDir} {
+	snaps, err := snapshot.Open(filepath.Join(abs, "snapshots"))
+	if err != nil {
+		return nil, err
+	}
+	s.snaps = snaps
+	for _, d := range []string{s.blobDir, s.tmpDir, s.diffDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("creating store directory: %w", err)
 		}
@@ -71,8 +81,18 @@ func (s *Store) BlobPath(d v1.Hash) string {
 	return filepath.Join(s.root, "blobs", d.Algorithm, d.Hex)
 }
 
-// HasBlob reports whether the blob d is present.
+// HasBlob reports whether the blob d is present: as a file, or as a lazy
+// layer whose snapshot is whole.
 func (s *Store) HasBlob(d v1.Hash) bool {
+	if s.hasBlobFile(d) {
+		return true
+	}
+	_, _, ok := s.lazy(d)
+	return ok
+}
+
+// hasBlobFile reports whether d is present as a file.
+func (s *Store) hasBlobFile(d v1.Hash) bool {
 	if !validHash(d) {
 		return false
 	}
@@ -88,6 +108,9 @@ func (s *Store) OpenBlob(d v1.Hash) (io.ReadCloser, error) {
 	f, err := os.Open(s.BlobPath(d))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
+			if rc, ok := s.openLazy(d); ok {
+				return rc, nil
+			}
 			return nil, fmt.Errorf("opening blob %s: %w", d, ErrNotFound)
 		}
 		return nil, fmt.Errorf("opening blob %s: %w", d, err)

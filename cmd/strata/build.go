@@ -100,11 +100,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		cacheToSpecs = append(cacheToSpecs, c)
 	}
-	switch {
-	case *compress != "gzip" && *compress != "zstd":
-		return usagef("--compression must be gzip or zstd, not %q", *compress)
-	case *compress == "gzip" && (*level < 0 || *level > 9), *compress == "zstd" && (*level < 0 || *level > 22):
-		return usagef("--compression-level %d is out of range for %s", *level, *compress)
+	if err := checkCompression(*compress, *level); err != nil {
+		return err
 	}
 	if *push && len(*tags) == 0 {
 		return usagef("--push needs at least one -t")
@@ -159,6 +156,15 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Local images keep their new layers uncompressed in snapshots. An
+	// image that leaves the store is compressed as asked, and then that is
+	// the image the build reports and tags, so that --iidfile, the tags and
+	// the pushed or exported manifest agree.
+	if len(outs) > 0 || *push {
+		if img, err = b.Store().Compressed(ctx, img, o.Compression, o.CompressionLvl); err != nil {
+			return err
+		}
+	}
 	for _, out := range outs {
 		if err := b.Export(ctx, img, out, *tags); err != nil {
 			return fmt.Errorf("output %s: %w", out.Type, err)
@@ -175,6 +181,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			if err := registry.Push(ctx, b.Store().V1(img), t, o.Registry); err != nil {
 				return err // names the destination
 			}
+			sink.Info(fmt.Sprintf("pushed %s@%s", t, img.Digest))
 		}
 	}
 	if *iidfile != "" {
@@ -239,5 +246,16 @@ func runCheck(ctx context.Context, b *builder.Builder, o builder.Options) error 
 		return fmt.Errorf("check found %d warning(s)", n)
 	}
 	fmt.Fprintln(os.Stderr, "Check complete, no warnings found.")
+	return nil
+}
+
+// checkCompression validates --compression and --compression-level.
+func checkCompression(c string, level int) error {
+	switch {
+	case c != "gzip" && c != "zstd":
+		return usagef("--compression must be gzip or zstd, not %q", c)
+	case c == "gzip" && (level < 0 || level > 9), c == "zstd" && (level < 0 || level > 22):
+		return usagef("--compression-level %d is out of range for %s", level, c)
+	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -97,12 +98,17 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	fs := pflag.NewFlagSet("push", pflag.ContinueOnError)
 	insecure := fs.StringArray("insecure-registry", nil, "use plain HTTP for this HOST:PORT")
 	jobs := fs.Int("jobs", 0, "layers uploaded at once (default 3)")
+	compress := fs.String("compression", "gzip", "compression of layers built here: gzip or zstd")
+	level := fs.Int("compression-level", 0, "compression level (gzip 1-9, zstd 1-22; 0 = default)")
 	fs.StringVar(&g.root, "root", g.root, "state directory")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		return usagef("push takes IMAGE [DESTINATION]")
+	}
+	if err := checkCompression(*compress, *level); err != nil {
+		return err
 	}
 	src, dst := fs.Arg(0), fs.Arg(0)
 	if fs.NArg() == 2 {
@@ -123,11 +129,25 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if !ok {
 		return fmt.Errorf("no such image in the local store: %s", src)
 	}
-	// Push's errors already name the destination.
-	if err := registry.Push(ctx, s.V1(img), dst, registry.Options{Insecure: *insecure, Jobs: *jobs}); err != nil {
+	// Layers built here are compressed now (and remembered for the next
+	// push).
+	dist, err := s.Compressed(ctx, img, registry.Compression(*compress), *level)
+	if err != nil {
 		return err
 	}
-	fmt.Println(img.Digest.String())
+	// Push's errors already name the destination.
+	if err := registry.Push(ctx, s.V1(dist), dst, registry.Options{Insecure: *insecure, Jobs: *jobs}); err != nil {
+		return err
+	}
+	// The local name now means what was pushed (same config and files),
+	// so its digest is the one the registry serves.
+	byName := !strings.HasPrefix(src, "sha256:") && !strings.Contains(src, "@")
+	if dist.Digest != img.Digest && byName {
+		if err := s.Tag(src, dist); err != nil {
+			return err
+		}
+	}
+	fmt.Println(dist.Digest.String())
 	return nil
 }
 
