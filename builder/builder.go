@@ -61,6 +61,12 @@ type Builder struct {
 
 // New opens the state under root.
 func New(root string) (*Builder, error) {
+	// Mount options and helper processes need paths that do not depend
+	// on the working directory.
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
 	// Overlay mount options are comma separated: a comma in a snapshot
 	// path would split an option.
 	if strings.ContainsAny(root, ",:") {

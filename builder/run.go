@@ -34,7 +34,7 @@ func (r *run) execRun(ctx context.Context, s *dockerfile.Stage, id int, step *do
 
 	spec := exec.Spec{
 		SnapshotRoot: r.b.snaps.Root(),
-		Root:         snapshot.OverlayMount(st.lowers(), a),
+		Root:         snapshot.OverlayMount(st.lowers(), a).Volatile(),
 		Hostname:     sandboxHostname,
 		Network:      exec.NetworkHost,
 		Hosts:        []byte("127.0.0.1\tlocalhost " + sandboxHostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
@@ -233,9 +233,9 @@ func (r *run) bindMount(ctx context.Context, m dockerfile.RunMount, target, dir 
 			}
 			return []snapshot.Mount{{Type: "bind", Source: host, Target: target, Options: opts}}, nil
 		}
-		mt = snapshot.OverlayMount([]snapshot.Snapshot{{Dir: host}}, upper)
+		mt = snapshot.OverlayMount([]snapshot.Snapshot{{Dir: host}}, upper).Volatile()
 	} else {
-		mt = snapshot.OverlayMount(from.lowers(), upper)
+		mt = snapshot.OverlayMount(from.lowers(), upper).Volatile()
 		if clean := path.Clean("/" + src); clean != "/" {
 			mt.Subdir = clean
 		}

@@ -155,7 +155,7 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 			mounts = append(mounts, m)
 		}
 	} else {
-		dest := snapshot.OverlayMount(st.lowers(), a)
+		dest := snapshot.OverlayMount(st.lowers(), a).Volatile()
 		dest.Target = destRoot
 		mounts = append(mounts, dest)
 	}
@@ -248,7 +248,7 @@ func (r *run) execWorkdir(ctx context.Context, step *dockerfile.Step, st *state,
 	}
 	defer os.RemoveAll(dir)
 	root := filepath.Join(dir, "root")
-	m := snapshot.OverlayMount(st.lowers(), a)
+	m := snapshot.OverlayMount(st.lowers(), a).Volatile()
 	m.Target = root
 	payload, err := json.Marshal(mkdirRequest{Root: root, Path: step.Workdir, User: step.User})
 	if err != nil {

@@ -1,8 +1,12 @@
 package snapshot
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // OverlayMount describes the root filesystem made of lowers (top first) and,
@@ -96,4 +100,38 @@ func escapeOpt(p string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// Volatile returns m with overlayfs's volatile option when m is an overlay
+// with an upper dir and the kernel has the option (5.10+). Without it, the
+// unmount after a build step syncs the whole upper filesystem, which for a
+// step that wrote a large layer costs seconds of waiting on the disk. A
+// build step's upper dir is made again if lost, so its writes need not be
+// durable; containers of `strata run` keep ordinary sync semantics.
+func (m Mount) Volatile() Mount {
+	if m.Type != "overlay" || !hasVolatile() {
+		return m
+	}
+	upper := false
+	for _, o := range m.Options {
+		upper = upper || strings.HasPrefix(o, "upperdir=")
+	}
+	if !upper {
+		return m
+	}
+	m.Options = append(slices.Clip(m.Options), "volatile")
+	return m
+}
+
+// hasVolatile reports whether the running kernel is 5.10 or later.
+func hasVolatile() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 5 || major == 5 && minor >= 10
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -144,5 +145,34 @@ func TestOverlayMountKernelAccepts(t *testing.T) {
 	wantContent(t, filepath.Join(act.Dir, "c"), "3")
 	if err := s.Abort(act); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestVolatile(t *testing.T) {
+	if !hasVolatile() {
+		t.Skip("kernel older than 5.10: overlayfs has no volatile option")
+	}
+	lowers := []Snapshot{{Dir: "/s/aaaaaaaaaaaaaaaa/fs"}, {Dir: "/s/bbbbbbbbbbbbbbbb/fs"}}
+	a := &Active{Dir: "/s/tmp/1/fs", Work: "/s/tmp/1/work"}
+	for _, tc := range []struct {
+		name string
+		m    Mount
+		want bool
+	}{
+		{"overlay with upper", OverlayMount(lowers, a), true},
+		{"read-only overlay", OverlayMount(lowers, nil), false},
+		{"scratch bind", OverlayMount(nil, a), false},
+		{"tmpfs", OverlayMount(nil, nil), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := slices.Clone(tc.m.Options)
+			got := tc.m.Volatile()
+			if slices.Contains(got.Options, "volatile") != tc.want {
+				t.Fatalf("options %v: volatile = %v, want %v", got.Options, !tc.want, tc.want)
+			}
+			if !slices.Equal(tc.m.Options, before) {
+				t.Fatalf("Volatile changed the original options: %v", tc.m.Options)
+			}
+		})
 	}
 }
