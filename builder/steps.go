@@ -140,14 +140,19 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 	defer os.RemoveAll(dir)
 	destRoot := filepath.Join(dir, "dest")
 	var mounts []snapshot.Mount
-	userRoot, reuse := "", ""
+	userRoot, reuse, reuseIndex, indexOut := "", "", "", ""
 	if direct, err := directCopy(st, c, a); err != nil {
 		return err
 	} else if direct {
 		// A new tree: written straight into the upper dir, which is what
-		// the overlay would do, without its cost per created file.
+		// the overlay would do, without its cost per created file. The
+		// previous result of this COPY lends its unchanged files, and its
+		// index (kept with its snapshot) says which sources they came from.
 		destRoot = a.Dir
-		reuse = r.copyHint(step)
+		if prev, ok := r.copyHint(step); ok {
+			reuse, reuseIndex = prev.Dir, prev.Sidecar(copyIndexName)
+		}
+		indexOut = a.Sidecar(copyIndexName)
 		if c.Chown != "" && len(st.layers) > 0 {
 			userRoot = filepath.Join(dir, "users")
 			m := snapshot.OverlayMount(st.lowers(), nil)
@@ -199,7 +204,7 @@ func (r *run) execCopy(ctx context.Context, step *dockerfile.Step, st *state, a 
 	}
 	req := r.copyRequest(c, srcRoot, destRoot)
 	req.UserRoot = userRoot
-	req.Reuse = reuse
+	req.Reuse, req.ReuseIndex, req.IndexOut = reuse, reuseIndex, indexOut
 	if rs, err := r.remote(ctx, step); err != nil {
 		return err
 	} else if rs != nil {
@@ -316,18 +321,18 @@ func (r *run) hintPath(step *dockerfile.Step) string {
 	return filepath.Join(r.b.root, "cache", "hints", copyFamily(step))
 }
 
-// copyHint returns the snapshot dir of the last result of this COPY, for
-// the copier to hard-link unchanged files from; "" when there is none.
-func (r *run) copyHint(step *dockerfile.Step) string {
+// copyIndexName is the sidecar of a COPY's snapshot listing the source
+// each file came from (copier's IndexOut), for the next COPY's reuse.
+const copyIndexName = "copy-index"
+
+// copyHint returns the snapshot of the last result of this COPY, for the
+// copier to hard-link unchanged files from.
+func (r *run) copyHint(step *dockerfile.Step) (snapshot.Snapshot, bool) {
 	b, err := os.ReadFile(r.hintPath(step))
 	if err != nil {
-		return ""
+		return snapshot.Snapshot{}, false
 	}
-	snap, ok := r.b.snaps.Get(strings.TrimSpace(string(b)))
-	if !ok {
-		return ""
-	}
-	return snap.Dir
+	return r.b.snaps.Get(strings.TrimSpace(string(b)))
 }
 
 // recordCopyHint remembers snapKey as the latest result of this COPY.

@@ -93,6 +93,8 @@ func (w *writer) extract(ctx context.Context, r io.Reader, dst string) error {
 	if err := w.mkdirAll(dst); err != nil {
 		return err
 	}
+	// Entries may land over files already copied and recorded.
+	w.forgetUnder(dst)
 	opts := snapshot.ApplyOptions{Mode: snapshot.ApplyPlain}
 	if w.chown != nil {
 		opts.Owner = &snapshot.Owner{UID: int(w.chown.uid), GID: int(w.chown.gid)}

@@ -41,6 +41,27 @@ type Request struct {
 	// a regular file there whose content, mode, owner, mtime and xattrs are
 	// exactly what would be written is hard-linked instead of copied.
 	Reuse string
+	// ReuseIndex, used only with Reuse, names the index an earlier Copy
+	// wrote (its IndexOut) for the Reuse tree. Where it records, for the
+	// file at a destination path, exactly the identity the source has now
+	// (lstat device, inode, size, mtime and ctime to the nanosecond), that
+	// file's content is taken as equal without reading either file; every
+	// other check above still applies. A missing, unreadable, damaged or
+	// foreign file is no index: contents are compared as without one. The
+	// caller must pair it with the tree it describes.
+	ReuseIndex string
+	// IndexOut, when set, is where Copy writes the index of this copy's
+	// result, for a later Copy's ReuseIndex (with this result as Reuse).
+	// It records every regular file the copy wrote from a source file
+	// (copied, hard-linked or linked from Reuse; not inline files or what
+	// ADD extracts from archives), by its path relative to DestRoot, with
+	// the source's identity taken before reading it, and only for sources
+	// whose mtime and ctime are more than 2 s older than the start of the
+	// copy. It is written only when Copy succeeds, through a temp file in
+	// the same directory renamed over it (a killed copy may leave
+	// ".NAME.tmp*" there, never a partial NAME). Its directory must exist:
+	// otherwise Copy fails before copying anything.
+	IndexOut string
 	// Dest is the destination as written; relative to Workdir when not absolute.
 	Dest    string
 	Workdir string

@@ -33,11 +33,39 @@ import (
 //     existing ones keep their owner and mode;
 //   - modes, owners (0:0 for the build context) and mtimes come from the
 //     source unless --chmod/--chown; ADD extracts local tar archives.
+//
+// With IndexOut set, the index of the result is written there once the copy
+// has succeeded (see Request.IndexOut).
 func Copy(ctx context.Context, req Request) error {
+	_, err := copyAt(ctx, req, time.Now())
+	return err
+}
+
+// copyAt is Copy for a copy started at now (tests move it to make fresh
+// sources count as settled).
+func copyAt(ctx context.Context, req Request, now time.Time) (copyStats, error) {
 	op := opName(req)
-	w, err := newWriter(req)
+	w, err := newWriter(req, now)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return copyStats{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := w.copy(ctx, req, op); err != nil {
+		return w.stats, err
+	}
+	if req.IndexOut != "" {
+		if err := writeIndex(req.IndexOut, w.out); err != nil {
+			return w.stats, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return w.stats, nil
+}
+
+func (w *writer) copy(ctx context.Context, req Request, op string) error {
+	if req.IndexOut != "" {
+		// A caller bug, better found before copying anything.
+		if err := checkIndexDir(req.IndexOut); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 	}
 	sel, err := newSelector(req)
 	if err != nil {
@@ -215,7 +243,7 @@ func (w *writer) placeInline(in Inline, dest string) error {
 }
 
 // newWriter validates --chmod and resolves --chown in DestRoot.
-func newWriter(req Request) (*writer, error) {
+func newWriter(req Request, now time.Time) (*writer, error) {
 	if req.DestRoot == "" {
 		return nil, errors.New("empty destination root")
 	}
@@ -223,8 +251,14 @@ func newWriter(req Request) (*writer, error) {
 		root:      filepath.Clean(req.DestRoot),
 		zeroOwner: req.FromContext,
 		reuse:     req.Reuse,
-		now:       time.Now(),
+		now:       now,
 		links:     map[devIno]string{},
+	}
+	if req.Reuse != "" {
+		w.reuseIndex = req.ReuseIndex
+	}
+	if req.IndexOut != "" {
+		w.out = map[string]fileID{}
 	}
 	if req.Chmod != "" {
 		m, set, err := parseChmod(req.Chmod)

@@ -36,13 +36,28 @@ type writer struct {
 	chmod     *uint32   // --chmod: every written entry but symlinks
 	chmodSet  *mode.Set // symbolic --chmod, applied to each source mode
 	epoch     *time.Time
-	reuse     string    // Request.Reuse
-	cmp       [2][]byte // buffers for comparing files with reuse
-	now       time.Time
+	reuse     string            // Request.Reuse
+	cmp       [2][]byte         // buffers for comparing files with reuse
+	now       time.Time         // when the copy started
 	links     map[devIno]string // first destination path of each hard-linked inode
+	// reuseIndex is Request.ReuseIndex (only with Reuse); index is its
+	// content once loaded, nil when unusable.
+	reuseIndex  string
+	index       map[string]fileID
+	indexLoaded bool
+	// out is the index of this copy's result (nil without IndexOut).
+	out   map[string]fileID
+	stats copyStats
 	// retime lists directories whose mtime must be set again once the copy
 	// is done, since writing their children changes it.
 	retime []timedPath
+}
+
+// copyStats counts how reused files were found equal (for tests and
+// benchmarks).
+type copyStats struct {
+	compared int // content compared byte for byte
+	indexed  int // content vouched for by the reuse index
 }
 
 type timedPath struct {
@@ -154,6 +169,7 @@ func (w *writer) nonDir(ctx context.Context, src string, info fs.FileInfo, dst s
 	if err := w.clear(dst); err != nil {
 		return err
 	}
+	w.forget(dst)
 	st := info.Sys().(*syscall.Stat_t)
 	var key devIno
 	if info.Mode().IsRegular() && st.Nlink > 1 {
@@ -162,15 +178,19 @@ func (w *writer) nonDir(ctx context.Context, src string, info fs.FileInfo, dst s
 			if err := os.Link(first, dst); err != nil {
 				return fmt.Errorf("hard-linking %s: %w", w.display(dst), err)
 			}
+			w.record(dst, st)
 			return nil
 		}
 	}
 	switch mode := info.Mode(); {
 	case mode.IsRegular():
+		// info is the lstat from before any read of src: what the
+		// index records for dst.
 		if w.reuse != "" && w.linkUnchanged(ctx, src, info, dst) {
 			if key != (devIno{}) {
 				w.links[key] = dst
 			}
+			w.record(dst, st)
 			return nil
 		}
 		if err := copyFile(ctx, src, dst); err != nil {
@@ -196,6 +216,9 @@ func (w *writer) nonDir(ctx context.Context, src string, info fs.FileInfo, dst s
 	}
 	if key != (devIno{}) {
 		w.links[key] = dst
+	}
+	if info.Mode().IsRegular() {
+		w.record(dst, st)
 	}
 	return nil
 }
@@ -254,6 +277,7 @@ func (w *writer) writeData(dst string, data []byte, mode uint32) error {
 	if err := w.clear(dst); err != nil {
 		return err
 	}
+	w.forget(dst)
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", w.display(dst), err)
@@ -389,8 +413,9 @@ func copyXattrs(src, dst string) error {
 
 // linkUnchanged hard-links dst to the file at the same place in w.reuse
 // when that file is exactly what copying src would make: same content,
-// mode, owner and mtime, and no xattrs on either. Any doubt means false
-// and a normal copy.
+// mode, owner and mtime, and no xattrs on either. The content is compared
+// byte for byte unless the reuse index recorded src's current identity for
+// that file. Any doubt means false and a normal copy.
 func (w *writer) linkUnchanged(ctx context.Context, src string, info fs.FileInfo, dst string) bool {
 	rel, err := filepath.Rel(w.root, dst)
 	if err != nil || strings.HasPrefix(rel, "..") {
@@ -421,11 +446,16 @@ func (w *writer) linkUnchanged(ctx context.Context, src string, info fs.FileInfo
 	if n, _, err := listXattrs(cand); err != nil || len(n) > 0 {
 		return false
 	}
-	if w.cmp[0] == nil {
-		w.cmp = [2][]byte{make([]byte, 256<<10), make([]byte, 256<<10)}
-	}
-	if !sameContent(ctx, src, cand, w.cmp[0], w.cmp[1]) {
-		return false
+	if w.indexed(rel, st) {
+		w.stats.indexed++
+	} else {
+		if w.cmp[0] == nil {
+			w.cmp = [2][]byte{make([]byte, 256<<10), make([]byte, 256<<10)}
+		}
+		w.stats.compared++
+		if !sameContent(ctx, src, cand, w.cmp[0], w.cmp[1]) {
+			return false
+		}
 	}
 	return os.Link(cand, dst) == nil
 }
