@@ -443,12 +443,15 @@ func (w *writer) linkUnchanged(ctx context.Context, src string, info fs.FileInfo
 	if n, _, err := listXattrs(src); err != nil || len(n) > 0 {
 		return false
 	}
-	if n, _, err := listXattrs(cand); err != nil || len(n) > 0 {
-		return false
-	}
 	if w.indexed(rel, st) {
+		// cand was written by the copy the index describes, from this
+		// source as it still is (an xattr change would have moved its
+		// ctime): it has the source's xattrs, i.e. none.
 		w.stats.indexed++
 	} else {
+		if n, _, err := listXattrs(cand); err != nil || len(n) > 0 {
+			return false
+		}
 		if w.cmp[0] == nil {
 			w.cmp = [2][]byte{make([]byte, 256<<10), make([]byte, 256<<10)}
 		}
