@@ -160,11 +160,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	// image that leaves the store is compressed as asked, and then that is
 	// the image the build reports and tags, so that --iidfile, the tags and
 	// the pushed or exported manifest agree.
-	leaves := *push
-	for _, out := range outs {
-		leaves = leaves || out.Type == "oci" || out.Type == "docker"
-	}
-	if leaves {
+	if len(outs) > 0 || *push {
 		if img, err = b.Store().Compressed(ctx, img, o.Compression, o.CompressionLvl); err != nil {
 			return err
 		}
