@@ -44,12 +44,21 @@ func Copy(ctx context.Context, req Request) error {
 // copyAt is Copy for a copy started at now (tests move it to make fresh
 // sources count as settled).
 func copyAt(ctx context.Context, req Request, now time.Time) (copyStats, error) {
+	return copyWorkers(ctx, req, now, defaultWorkers())
+}
+
+// copyWorkers is copyAt with the size of the file-writing pool (0: none,
+// everything in this goroutine).
+func copyWorkers(ctx context.Context, req Request, now time.Time, workers int) (copyStats, error) {
 	op := opName(req)
 	w, err := newWriter(req, now)
 	if err != nil {
 		return copyStats{}, fmt.Errorf("%s: %w", op, err)
 	}
-	if err := w.copy(ctx, req, op); err != nil {
+	w.workers = workers
+	err = w.copy(ctx, req, op)
+	w.stopPool()
+	if err != nil {
 		return w.stats, err
 	}
 	if req.IndexOut != "" {
@@ -136,7 +145,7 @@ func (w *writer) place(ctx context.Context, sel *selector, req Request, it item,
 		if isDir(dest) {
 			dst = filepath.Join(dest, path.Base(it.name))
 		}
-		return w.nonDir(ctx, it.abs, it.info, dst)
+		return w.nonDir(ctx, &w.cmp, it.abs, it.info, dst)
 	}
 	// A directory: its contents go into dest, whose own metadata stays.
 	fi, err := os.Lstat(dest)
@@ -157,22 +166,40 @@ func (w *writer) place(ctx context.Context, sel *selector, req Request, it item,
 // whether the item's own metadata is copied to dst too.
 func (w *writer) copyTree(ctx context.Context, sel *selector, it item, dst string, withRoot bool) error {
 	target := func(e entry) string { return filepath.Join(dst, filepath.FromSlash(e.rel)) }
+	// dirs counts, per directory being walked, its files still in the pool.
+	dirs := []*dirJobs{{}}
 	enter := func(e entry) error {
+		if e.info.IsDir() {
+			dirs = append(dirs, &dirJobs{})
+		}
 		if e.rel == "." && !withRoot {
 			return nil
+		}
+		if err := w.poolErr(); err != nil {
+			return err // the walk stops where a sequential copy would have
 		}
 		if e.info.IsDir() {
 			return w.enterDir(target(e))
 		}
-		return w.nonDir(ctx, e.abs, e.info, target(e))
+		if w.parallel(ctx, e.info) {
+			w.pool.submit(e.abs, e.info, target(e), dirs[len(dirs)-1])
+			return w.runDeferred(false)
+		}
+		return w.nonDir(ctx, &w.cmp, e.abs, e.info, target(e))
 	}
 	leave := func(e entry) error {
+		jobs := dirs[len(dirs)-1]
+		dirs = dirs[:len(dirs)-1]
 		if e.rel == "." && !withRoot {
 			return nil
 		}
-		return w.meta(e.abs, e.info, target(e))
+		// The children come first: the directory's mode, default ACL
+		// and mtime apply to a complete directory, as sequentially.
+		return w.leaveDir(e.abs, e.info, target(e), jobs)
 	}
-	return sel.walk(ctx, it, enter, leave)
+	// Paths are unique within one walk only: whatever comes next (another
+	// source, an archive, an inline file) waits for the jobs.
+	return w.settle(sel.walk(ctx, it, enter, leave))
 }
 
 // placeParents copies it to dest/it.rel, creating the parent directories
@@ -183,7 +210,7 @@ func (w *writer) placeParents(ctx context.Context, sel *selector, it item, dest 
 		if it.info.IsDir() {
 			return w.copyTree(ctx, sel, it, dest, false)
 		}
-		return w.nonDir(ctx, it.abs, it.info, filepath.Join(dest, path.Base(it.name)))
+		return w.nonDir(ctx, &w.cmp, it.abs, it.info, filepath.Join(dest, path.Base(it.name)))
 	}
 	prefix := splitClean(it.name)
 	prefix = prefix[:len(prefix)-len(comps)]
@@ -222,7 +249,7 @@ func (w *writer) placeParents(ctx context.Context, sel *selector, it item, dest 
 	if it.info.IsDir() {
 		return w.copyTree(ctx, sel, it, dst, true)
 	}
-	return w.nonDir(ctx, it.abs, it.info, dst)
+	return w.nonDir(ctx, &w.cmp, it.abs, it.info, dst)
 }
 
 // placeInline writes a heredoc file as COPY would copy a file named in.Name.

@@ -219,6 +219,8 @@ func (w *writer) record(dst string, st *syscall.Stat_t) {
 	if !ok {
 		return
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.settled(st) {
 		delete(w.out, rel)
 		return
@@ -233,7 +235,9 @@ func (w *writer) forget(dst string) {
 		return
 	}
 	if rel, ok := w.destRel(dst); ok {
+		w.mu.Lock()
 		delete(w.out, rel)
+		w.mu.Unlock()
 	}
 }
 
@@ -247,6 +251,9 @@ func (w *writer) forgetUnder(dir string) {
 	if err != nil {
 		return
 	}
+	// Callers drain the pool first; the lock is for form's sake.
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if rel == "." {
 		clear(w.out)
 		return
@@ -264,10 +271,7 @@ func (w *writer) indexed(rel string, st *syscall.Stat_t) bool {
 	if w.reuseIndex == "" {
 		return false
 	}
-	if !w.indexLoaded {
-		w.index = loadIndex(w.reuseIndex)
-		w.indexLoaded = true
-	}
+	w.indexOnce.Do(func() { w.index = loadIndex(w.reuseIndex) })
 	id, ok := w.index[rel]
 	return ok && id == idOf(st)
 }

@@ -586,23 +586,25 @@ func BenchmarkRebuild(b *testing.B) {
 		{"compare", first, ""},
 		{"index", first, index},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			dst := filepath.Join(work, "dst")
-			for range b.N {
-				b.StopTimer()
-				if err := os.RemoveAll(dst); err != nil {
-					b.Fatal(err)
+		for _, workers := range []int{0, defaultWorkers()} {
+			b.Run(fmt.Sprintf("%s/workers=%d", bc.name, workers), func(b *testing.B) {
+				dst := filepath.Join(work, "dst")
+				for range b.N {
+					b.StopTimer()
+					if err := os.RemoveAll(dst); err != nil {
+						b.Fatal(err)
+					}
+					if err := os.Mkdir(dst, 0o755); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					r := Request{SrcRoot: src, Sources: []string{"."}, DestRoot: dst, Dest: "/app", FromContext: true,
+						Reuse: bc.reuse, ReuseIndex: bc.index, IndexOut: filepath.Join(work, "index2")}
+					if _, err := copyWorkers(context.Background(), r, later(), workers); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if err := os.Mkdir(dst, 0o755); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				r := Request{SrcRoot: src, Sources: []string{"."}, DestRoot: dst, Dest: "/app", FromContext: true,
-					Reuse: bc.reuse, ReuseIndex: bc.index, IndexOut: filepath.Join(work, "index2")}
-				if _, err := copyAt(context.Background(), r, later()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 	}
 }

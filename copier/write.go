@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,17 +38,28 @@ type writer struct {
 	chmodSet  *mode.Set // symbolic --chmod, applied to each source mode
 	epoch     *time.Time
 	reuse     string            // Request.Reuse
-	cmp       [2][]byte         // buffers for comparing files with reuse
+	cmp       cmpBufs           // buffers for comparing files with reuse (sequential path)
 	now       time.Time         // when the copy started
 	links     map[devIno]string // first destination path of each hard-linked inode
 	// reuseIndex is Request.ReuseIndex (only with Reuse); index is its
 	// content once loaded, nil when unusable.
-	reuseIndex  string
-	index       map[string]fileID
-	indexLoaded bool
+	reuseIndex string
+	index      map[string]fileID
+	indexOnce  sync.Once
+	// mu guards out and stats, which pool workers update too.
+	mu sync.Mutex
 	// out is the index of this copy's result (nil without IndexOut).
 	out   map[string]fileID
 	stats copyStats
+	// workers is how many goroutines copy regular files of large trees
+	// (0: all in the caller); pool runs them once started, and treeFiles
+	// counts the files that could go to it.
+	workers   int
+	pool      *pool
+	treeFiles int
+	// deferred lists left directories whose metadata waits for pool
+	// jobs, in walk order.
+	deferred []deferredDir
 	// retime lists directories whose mtime must be set again once the copy
 	// is done, since writing their children changes it.
 	retime []timedPath
@@ -59,6 +71,9 @@ type copyStats struct {
 	compared int // content compared byte for byte
 	indexed  int // content vouched for by the reuse index
 }
+
+// cmpBufs are the two buffers sameContent reads into, allocated on first use.
+type cmpBufs [2][]byte
 
 type timedPath struct {
 	path string
@@ -165,7 +180,8 @@ func (w *writer) clear(dst string) error {
 }
 
 // nonDir writes a file, symlink, device or FIFO from src to dst.
-func (w *writer) nonDir(ctx context.Context, src string, info fs.FileInfo, dst string) error {
+// bufs are the caller's comparison buffers (one set per goroutine).
+func (w *writer) nonDir(ctx context.Context, bufs *cmpBufs, src string, info fs.FileInfo, dst string) error {
 	if err := w.clear(dst); err != nil {
 		return err
 	}
@@ -186,7 +202,7 @@ func (w *writer) nonDir(ctx context.Context, src string, info fs.FileInfo, dst s
 	case mode.IsRegular():
 		// info is the lstat from before any read of src: what the
 		// index records for dst.
-		if w.reuse != "" && w.linkUnchanged(ctx, src, info, dst) {
+		if w.reuse != "" && w.linkUnchanged(ctx, bufs, src, info, dst) {
 			if key != (devIno{}) {
 				w.links[key] = dst
 			}
@@ -416,7 +432,7 @@ func copyXattrs(src, dst string) error {
 // mode, owner and mtime, and no xattrs on either. The content is compared
 // byte for byte unless the reuse index recorded src's current identity for
 // that file. Any doubt means false and a normal copy.
-func (w *writer) linkUnchanged(ctx context.Context, src string, info fs.FileInfo, dst string) bool {
+func (w *writer) linkUnchanged(ctx context.Context, bufs *cmpBufs, src string, info fs.FileInfo, dst string) bool {
 	rel, err := filepath.Rel(w.root, dst)
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return false
@@ -447,16 +463,20 @@ func (w *writer) linkUnchanged(ctx context.Context, src string, info fs.FileInfo
 		// cand was written by the copy the index describes, from this
 		// source as it still is (an xattr change would have moved its
 		// ctime): it has the source's xattrs, i.e. none.
+		w.mu.Lock()
 		w.stats.indexed++
+		w.mu.Unlock()
 	} else {
 		if n, _, err := listXattrs(cand); err != nil || len(n) > 0 {
 			return false
 		}
-		if w.cmp[0] == nil {
-			w.cmp = [2][]byte{make([]byte, 256<<10), make([]byte, 256<<10)}
+		if bufs[0] == nil {
+			*bufs = cmpBufs{make([]byte, 256<<10), make([]byte, 256<<10)}
 		}
+		w.mu.Lock()
 		w.stats.compared++
-		if !sameContent(ctx, src, cand, w.cmp[0], w.cmp[1]) {
+		w.mu.Unlock()
+		if !sameContent(ctx, src, cand, bufs[0], bufs[1]) {
 			return false
 		}
 	}
