@@ -67,12 +67,11 @@ func (r *run) exportLayer(ctx context.Context, ref *layerRef) (registry.Layer, e
 		return registry.Layer{}, fmt.Errorf("exporting layer: %w", err)
 	}
 	ref.layer = &l
-	// The entry remembers the layer made without SOURCE_DATE_EPOCH only:
-	// a clamped tar is another layer.
-	if ref.entry != "" && r.o.Epoch == nil {
+	// A tar with clamped mtimes is another layer, remembered per epoch.
+	if ref.entry != "" {
 		e, ok, err := r.b.cache.Get(ref.entry)
 		if err == nil && ok {
-			e.Layer = &cache.Layer{Digest: l.Digest.String(), DiffID: l.DiffID.String(), Size: l.Size, MediaType: string(l.MediaType)}
+			e.SetLayerFor(r.epoch(), cache.Layer{Digest: l.Digest.String(), DiffID: l.DiffID.String(), Size: l.Size, MediaType: string(l.MediaType)})
 			if err := r.b.cache.Put(e); err != nil {
 				return registry.Layer{}, err
 			}
@@ -91,4 +90,13 @@ func layerFromCache(c cache.Layer) (registry.Layer, error) {
 		return registry.Layer{}, err
 	}
 	return registry.Layer{Digest: d, DiffID: diffID, Size: c.Size, MediaType: types.MediaType(c.MediaType)}, nil
+}
+
+// epoch is SOURCE_DATE_EPOCH in unix seconds, nil when unset.
+func (r *run) epoch() *int64 {
+	if r.o.Epoch == nil {
+		return nil
+	}
+	e := r.o.Epoch.Unix()
+	return &e
 }

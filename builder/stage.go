@@ -365,8 +365,8 @@ func (r *run) apply(st *state, e cache.Entry) {
 	st.records = append(st.records, stepRecord{key: e.Key, layer: len(st.layers), history: h})
 	snap, _ := r.b.snaps.Get(e.Snapshot)
 	ref := layerRef{snap: snap, entry: e.Key}
-	if e.Layer != nil && r.o.Epoch == nil {
-		if l, err := layerFromCache(*e.Layer); err == nil && r.b.store.HasBlob(l.Digest) {
+	if cl := e.LayerFor(r.epoch()); cl != nil {
+		if l, err := layerFromCache(*cl); err == nil && r.b.store.HasBlob(l.Digest) {
 			ref.layer = &l
 		}
 	}

@@ -118,10 +118,7 @@ func (r *run) copyRequest(c *dockerfile.CopyStep, srcRoot, destRoot string) copi
 		req.FromContext = true
 		req.Digests = r.digests
 	}
-	if r.o.Epoch != nil {
-		e := r.o.Epoch.Unix()
-		req.Epoch = &e
-	}
+	req.Epoch = r.epoch()
 	return req
 }
 

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -38,8 +39,35 @@ type Entry struct {
 	// Snapshot is the key of the snapshot holding the step's layer.
 	Snapshot string `json:"snapshot,omitempty"`
 	// Layer is set once the step's snapshot has been exported as a blob.
-	Layer   *Layer     `json:"layer,omitempty"`
-	History v1.History `json:"history"`
+	Layer *Layer `json:"layer,omitempty"`
+	// Clamped holds the layers made with SOURCE_DATE_EPOCH (mtimes
+	// clamped), by the epoch in unix seconds. gc does not hold them: a
+	// prune may drop one, and the next build hashes the snapshot again.
+	Clamped map[string]Layer `json:"clamped,omitempty"`
+	History v1.History       `json:"history"`
+}
+
+// LayerFor returns the layer recorded for an epoch (nil: none).
+func (e *Entry) LayerFor(epoch *int64) *Layer {
+	if epoch == nil {
+		return e.Layer
+	}
+	if l, ok := e.Clamped[strconv.FormatInt(*epoch, 10)]; ok {
+		return &l
+	}
+	return nil
+}
+
+// SetLayerFor records l as the layer made with epoch (nil: none).
+func (e *Entry) SetLayerFor(epoch *int64, l Layer) {
+	if epoch == nil {
+		e.Layer = &l
+		return
+	}
+	if e.Clamped == nil {
+		e.Clamped = map[string]Layer{}
+	}
+	e.Clamped[strconv.FormatInt(*epoch, 10)] = l
 }
 
 // Store looks up and records entries.

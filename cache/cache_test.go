@@ -75,3 +75,41 @@ func TestLocalRejectsBadKeysAndTornEntries(t *testing.T) {
 		t.Error("entry filed under the wrong key was trusted")
 	}
 }
+
+func TestEntryLayerPerEpoch(t *testing.T) {
+	l, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := Key("step")
+	plain := Layer{Digest: "sha256:" + Key("plain"), DiffID: "sha256:" + Key("plain"), Size: 10}
+	clamped := Layer{Digest: "sha256:" + Key("clamped"), DiffID: "sha256:" + Key("clamped"), Size: 10}
+	e := Entry{Key: key, Snapshot: key}
+	one, other := int64(1_700_000_000), int64(1_600_000_000)
+	if e.LayerFor(nil) != nil || e.LayerFor(&one) != nil {
+		t.Fatal("a new entry has layers")
+	}
+	e.SetLayerFor(nil, plain)
+	e.SetLayerFor(&one, clamped)
+	if err := l.Put(e); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := l.Get(key)
+	if err != nil || !ok {
+		t.Fatalf("Get: %v %v", ok, err)
+	}
+	for _, tc := range []struct {
+		name  string
+		epoch *int64
+		want  *Layer
+	}{
+		{"no epoch", nil, &plain},
+		{"recorded epoch", &one, &clamped},
+		{"other epoch", &other, nil},
+	} {
+		l := got.LayerFor(tc.epoch)
+		if (l == nil) != (tc.want == nil) || (l != nil && *l != *tc.want) {
+			t.Errorf("%s: LayerFor = %+v, want %+v", tc.name, l, tc.want)
+		}
+	}
+}
