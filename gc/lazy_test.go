@@ -41,6 +41,7 @@ type lazyScene struct {
 	shared v1.Hash
 	torn   v1.Hash // a record that does not parse
 	temp   string  // diffs/.tmp-*
+	temp2  string  // diffs/.HEX.json.tmp-*, as the registry names them
 }
 
 func newLazyScene(f *fixture) *lazyScene {
@@ -77,6 +78,8 @@ func newLazyScene(f *fixture) *lazyScene {
 
 	s.temp = "diffs/.tmp-5"
 	f.write(s.temp, `{"snap`)
+	s.temp2 = "diffs/." + strings.Repeat("e", 64) + ".json.tmp-7"
+	f.write(s.temp2, `{"snap`)
 	return s
 }
 
@@ -143,7 +146,7 @@ func TestCollectLazyLayers(t *testing.T) {
 
 			gone := []string{
 				recordRel(s.lostLayer.DiffID), recordRel(s.orphan.DiffID), f.blobRel(s.orphanGz.Digest),
-				recordRel(s.shared), recordRel(s.torn), s.temp, f.blobRel(s.untagged.Digest),
+				recordRel(s.shared), recordRel(s.torn), s.temp, s.temp2, f.blobRel(s.untagged.Digest),
 			}
 			// The blobs the hand-written record listed are held elsewhere.
 			keep := []string{f.blobRel(s.scene.img.Layers[0].Digest), f.blobRel(s.imgGz.Digest), f.blobRel(s.lost.Digest)}
@@ -393,6 +396,7 @@ func TestUsageLazyLayers(t *testing.T) {
 		{"layer-record " + s.shared.String(), true, "unreferenced"},
 		{"layer-record " + s.torn.String(), true, "torn"},
 		{"temp " + s.temp, true, ""},
+		{"temp " + s.temp2, true, ""},
 	}
 	for _, c := range checks {
 		it, ok := byID[c.id]

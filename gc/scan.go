@@ -437,7 +437,8 @@ func (m *model) scanRecords() error {
 	for _, de := range ents {
 		name := de.Name()
 		p := filepath.Join(dir, name)
-		if strings.HasPrefix(name, ".tmp-") {
+		// The registry writes HEX.json through .HEX.json.tmp-*.
+		if strings.HasPrefix(name, ".tmp-") || strings.HasPrefix(name, ".") && strings.Contains(name, ".json.tmp-") {
 			m.temps = append(m.temps, pathInfo{rel: filepath.Join(diffsDir, name), path: p})
 			continue
 		}

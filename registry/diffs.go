@@ -87,23 +87,7 @@ func (s *Store) writeDiff(d v1.Hash, r diffRecord) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.diffDir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing layer record: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("writing layer record: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing layer record: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing layer record: %w", err)
-	}
-	if err := os.Rename(f.Name(), s.diffPath(d)); err != nil {
+	if err := writeFileAtomic(s.diffPath(d), b); err != nil {
 		return fmt.Errorf("writing layer record: %w", err)
 	}
 	return nil
@@ -245,20 +229,21 @@ func (s *Store) compressLayer(ctx context.Context, l Layer, c Compression, level
 	if b, ok := r.Compressed[key]; ok && s.hasBlobFile(b.Digest) {
 		return Layer{Digest: b.Digest, DiffID: l.DiffID, Size: b.Size, MediaType: b.MediaType}, nil
 	}
-	rc, ok := s.openLazy(l.Digest)
+	r, snap, ok := s.lazy(l.Digest)
 	if !ok {
 		return Layer{}, fmt.Errorf("layer %s: its snapshot is gone: %w", l.Digest, ErrNotFound)
 	}
-	defer rc.Close()
-	cl, err := s.WriteLayer(ctx, func(w io.Writer) error {
-		_, err := io.Copy(w, rc)
+	// Diffed straight into the compressor; the diffID check happens
+	// before the blob is stored.
+	cl, err := s.writeLayer(ctx, func(w io.Writer) error {
+		_, err := snapshot.Diff(ctx, snap.Dir, w, diffOptions(r.Epoch))
 		return err
-	}, c, level)
+	}, c, level, &l.DiffID)
+	if errors.Is(err, errDiffIDMismatch) {
+		return Layer{}, fmt.Errorf("layer %s: its snapshot no longer matches (%v)", l.Digest, err)
+	}
 	if err != nil {
 		return Layer{}, fmt.Errorf("compressing layer %s: %w", l.Digest, err)
-	}
-	if cl.DiffID != l.DiffID {
-		return Layer{}, fmt.Errorf("compressing layer %s: got diffID %s", l.Digest, cl.DiffID)
 	}
 	// Remember the blob for the next push. Another process may have
 	// updated the record meanwhile; losing its entry only costs a

@@ -207,8 +207,15 @@ func TestLazyLayerDamagedOrGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Compressed(ctx, img, Gzip, 0); err == nil {
-		t.Fatal("Compressed of a damaged layer succeeded")
+	blobsBefore, _ := os.ReadDir(s.blobDir)
+	if _, err := s.Compressed(ctx, img, Gzip, 0); err == nil || !strings.Contains(err.Error(), "no longer matches") {
+		t.Fatalf("Compressed of a damaged layer: err = %v, want a mismatch", err)
+	}
+	if blobsAfter, _ := os.ReadDir(s.blobDir); len(blobsAfter) != len(blobsBefore) {
+		t.Fatalf("a failed compression stored a blob (%d blobs, had %d)", len(blobsAfter), len(blobsBefore))
+	}
+	if tmps, _ := os.ReadDir(s.tmpDir); len(tmps) != 0 {
+		t.Fatalf("a failed compression left %d temp files", len(tmps))
 	}
 
 	// The snapshot removed: the layer is gone, not served empty.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,6 +45,15 @@ var (
 // hashed (digest) while going to a temp blob, so the layer never sits in
 // memory. level 0 means the compressor's default.
 func (s *Store) WriteLayer(ctx context.Context, write func(w io.Writer) error, c Compression, level int) (Layer, error) {
+	return s.writeLayer(ctx, write, c, level, nil)
+}
+
+// errDiffIDMismatch reports a layer tar whose digest is not the one expected.
+var errDiffIDMismatch = errors.New("layer tar does not match its diffID")
+
+// writeLayer is WriteLayer that, when wantDiffID is set, stores nothing
+// unless the tar's digest is wantDiffID.
+func (s *Store) writeLayer(ctx context.Context, write func(w io.Writer) error, c Compression, level int, wantDiffID *v1.Hash) (Layer, error) {
 	bw, err := s.newBlobWriter()
 	if err != nil {
 		return Layer{}, err
@@ -94,13 +104,17 @@ func (s *Store) WriteLayer(ctx context.Context, write func(w io.Writer) error, c
 	if err := ctx.Err(); err != nil {
 		return Layer{}, fmt.Errorf("writing layer: %w", err)
 	}
+	diffID := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(diff.Sum(nil))}
+	if wantDiffID != nil && *wantDiffID != diffID {
+		return Layer{}, fmt.Errorf("%w: got %s, want %s", errDiffIDMismatch, diffID, wantDiffID)
+	}
 	d, n, err := bw.commit(nil)
 	if err != nil {
 		return Layer{}, err
 	}
 	return Layer{
 		Digest:    d,
-		DiffID:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(diff.Sum(nil))},
+		DiffID:    diffID,
 		Size:      n,
 		MediaType: mt,
 	}, nil
