@@ -177,6 +177,17 @@ func (r *run) info(msg string) {
 	r.o.Progress.Event(progress.Event{Kind: progress.Info, Time: time.Now(), Text: msg})
 }
 
+// remoteAvailable reports whether an imported step result can be used: an
+// empty one always, one with a layer only while its cache still has the
+// blob. One that cannot is a miss (the step runs), with a warning.
+func (r *run) remoteAvailable(ctx context.Context, rs remoteStep) bool {
+	if rs.layer == nil || rs.src.Available(ctx, r.b.store, rs.layer.Digest) {
+		return true
+	}
+	r.info(fmt.Sprintf("WARNING: cache %s lists layer %s but does not have it; running the step", rs.src.Name, rs.layer.Digest))
+	return false
+}
+
 // applyRemote adds an imported step result to a state without fetching
 // anything: the layer's blob and snapshot come only when needed.
 func (r *run) applyRemote(st *state, key string, rs remoteStep) {

@@ -214,7 +214,7 @@ func (r *run) doStep(ctx context.Context, s *dockerfile.Stage, id int, step *doc
 		next.key = key
 		r.apply(next, e)
 		return next, true, nil
-	} else if rs, ok := r.remoteSteps[layerKey]; ok {
+	} else if rs, ok := r.remoteSteps[layerKey]; ok && r.remoteAvailable(ctx, rs) {
 		// From --cache-from: nothing is fetched unless a later step or
 		// the image needs the layer.
 		next.key = key

@@ -130,6 +130,51 @@ func TestLocalCacheExport(t *testing.T) {
 	}
 }
 
+// TestCacheMissingBlob checks that an imported cache whose manifest lists
+// a blob it no longer has costs that step a re-run, not the build, and
+// that the lookups after it still hit.
+func TestCacheMissingBlob(t *testing.T) {
+	needRoot(t)
+	ctx := t.TempDir()
+	writeFiles(t, ctx, map[string]string{"Dockerfile": "FROM busybox\n" +
+		"RUN head -c 32 /dev/urandom | sha256sum > /one\n" +
+		"RUN head -c 32 /dev/urandom | sha256sum > /two\n"})
+	dir := filepath.Join(t.TempDir(), "cache")
+	outA := filepath.Join(t.TempDir(), "out")
+	mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outA},
+		extra: []string{"--cache-to", "type=local,dest=" + dir}})
+
+	// The cache lists the steps' layers in build order: drop the first.
+	var idx struct{ Manifests []struct{ Digest string } }
+	var m struct{ Layers []struct{ Digest string } }
+	blob := func(d string) string { return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")) }
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, "index.json"))), &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("cache index: %v %+v", err, idx)
+	}
+	if err := json.Unmarshal([]byte(readFile(t, blob(idx.Manifests[0].Digest))), &m); err != nil || len(m.Layers) != 2 {
+		t.Fatalf("cache manifest: %v %+v", err, m)
+	}
+	if err := os.Remove(blob(m.Layers[0].Digest)); err != nil {
+		t.Fatal(err)
+	}
+
+	outB := filepath.Join(t.TempDir(), "out")
+	r := mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outB},
+		extra: []string{"--cache-from", "type=local,src=" + dir}})
+	if st := steps(t, r.stderr); st["Dockerfile:2"] != "DONE" || st["Dockerfile:3"] != "CACHED" {
+		t.Errorf("steps %v: want line 2 run again (its blob is gone) and line 3 CACHED", st)
+	}
+	if !strings.Contains(r.stderr, "does not have it") {
+		t.Errorf("no warning about the missing blob:\n%s", r.stderr)
+	}
+	if a, b := readFile(t, filepath.Join(outA, "one")), readFile(t, filepath.Join(outB, "one")); a == b {
+		t.Errorf("/one is the cached %q: the step did not run again", a)
+	}
+	if a, b := readFile(t, filepath.Join(outA, "two")), readFile(t, filepath.Join(outB, "two")); a != b {
+		t.Errorf("/two = %q, the cache has %q", b, a)
+	}
+}
+
 // TestBuildCompression checks --compression zstd for new layers, and that
 // a later gzip build re-exports the cached step in gzip.
 func TestBuildCompression(t *testing.T) {

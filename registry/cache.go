@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -82,7 +84,38 @@ type CacheSource struct {
 	Records json.RawMessage // the builder's record
 	Layers  []Layer
 	fetch   func(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
+	exists  func(ctx context.Context, d v1.Hash) (bool, error)
 	close   func()
+
+	mu    sync.Mutex
+	found map[v1.Hash]bool // answers of Available, asked once per blob
+}
+
+// Available reports whether the blob d can be had: the store holds it or
+// the cache still serves it. A cache whose manifest outlived a blob (a
+// registry GC, a hand-pruned directory) must count as a miss for the step
+// that needs it, not fail the build when the layer is fetched.
+func (c *CacheSource) Available(ctx context.Context, s *Store, d v1.Hash) bool {
+	if s.HasBlob(d) {
+		return true
+	}
+	c.mu.Lock()
+	ok, asked := c.found[d]
+	c.mu.Unlock()
+	if asked {
+		return ok
+	}
+	ok, err := c.exists(ctx, d)
+	if err != nil {
+		ok = false
+	}
+	c.mu.Lock()
+	if c.found == nil {
+		c.found = map[v1.Hash]bool{}
+	}
+	c.found[d] = ok
+	c.mu.Unlock()
+	return ok
 }
 
 // Close releases the source's connections.
@@ -173,6 +206,13 @@ func OpenRegistryCache(ctx context.Context, ref string, o Options) (*CacheSource
 		return nil, err
 	}
 	c.fetch, c.close = blob, done
+	c.exists = func(ctx context.Context, d v1.Hash) (bool, error) {
+		l, err := remote.Layer(r.Context().Digest(d.String()), append(opts, remote.WithContext(ctx))...)
+		if err != nil {
+			return false, err
+		}
+		return partial.Exists(l)
+	}
 	return c, nil
 }
 
@@ -219,5 +259,12 @@ func OpenLayoutCache(dir string) (*CacheSource, error) {
 		return nil, err
 	}
 	c.fetch = func(_ context.Context, d v1.Hash) (io.ReadCloser, error) { return readBlob(d) }
+	c.exists = func(_ context.Context, d v1.Hash) (bool, error) {
+		if !validHash(d) {
+			return false, fmt.Errorf("invalid digest %s", d)
+		}
+		fi, err := os.Stat(filepath.Join(dir, "blobs", d.Algorithm, d.Hex))
+		return err == nil && fi.Mode().IsRegular(), nil
+	}
 	return c, nil
 }
