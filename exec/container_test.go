@@ -38,7 +38,7 @@ func TestRunContainerOptions(t *testing.T) {
 		want   string
 	}{
 		{
-			name:   "the command is PID 1",
+			name: "the command is PID 1",
 			// The glob runs in sh itself: no child can race the listing.
 			script: `echo $$; cd /proc && echo [0-9]*`,
 			want:   "1\n1\n",
