@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,9 +16,13 @@ import (
 
 // Output is one --output destination.
 type Output struct {
-	Type string // oci, docker, local
+	Type string // oci, docker, local, tar
 	Dest string
 }
+
+// IsImage reports whether the output holds an image (manifest and layer
+// blobs) rather than only its filesystem.
+func (o Output) IsImage() bool { return o.Type == "oci" || o.Type == "docker" }
 
 // ParseOutput reads "type=oci,dest=DIR" (docker build's --output syntax).
 // A bare path means type=local.
@@ -43,7 +48,7 @@ func ParseOutput(s string) (Output, error) {
 	switch o.Type {
 	case "oci", "docker", "local", "tar":
 	default:
-		return o, fmt.Errorf("invalid --output %q: type must be oci, docker or local", s)
+		return o, fmt.Errorf("invalid --output %q: type must be oci, docker, local or tar", s)
 	}
 	if o.Dest == "" {
 		return o, fmt.Errorf("invalid --output %q: dest is required", s)
@@ -61,6 +66,8 @@ func (b *Builder) Export(ctx context.Context, img *registry.Image, o Output, tag
 		return registry.WriteDockerArchive(v, o.Dest, tags)
 	case "local":
 		return b.exportLocal(ctx, img, o.Dest)
+	case "tar":
+		return b.exportTar(ctx, img, o.Dest)
 	}
 	return fmt.Errorf("unsupported output type %q", o.Type)
 }
@@ -100,4 +107,43 @@ func (b *Builder) exportLocal(ctx context.Context, img *registry.Image, dir stri
 		return os.Rename(target, dir)
 	}
 	return nil
+}
+
+// exportTar writes the image's root filesystem as one tar file: the
+// filesystem is flattened into a scratch directory beside the file, then
+// archived into a temporary file that is renamed into place.
+func (b *Builder) exportTar(ctx context.Context, img *registry.Image, file string) error {
+	parent := filepath.Dir(file)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	scratch, err := os.MkdirTemp(parent, ".strata-rootfs-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	tree := filepath.Join(scratch, "rootfs")
+	if err := b.exportLocal(ctx, img, tree); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(parent, ".strata-out-*.tar")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // a no-op once renamed
+	bw := bufio.NewWriterSize(f, 1<<20)
+	_, err = snapshot.Diff(ctx, tree, bw, snapshot.DiffOptions{})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", file, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), file)
 }

@@ -40,6 +40,37 @@ func TestParseCacheSpec(t *testing.T) {
 	}
 }
 
+func TestParseOutput(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Output
+		image   bool
+		wantErr string
+	}{
+		{in: "out/dir", want: Output{Type: "local", Dest: "out/dir"}},
+		{in: "type=oci,dest=/tmp/l", want: Output{Type: "oci", Dest: "/tmp/l"}, image: true},
+		{in: "type=docker,dest=i.tar", want: Output{Type: "docker", Dest: "i.tar"}, image: true},
+		{in: "type=local,dest=d", want: Output{Type: "local", Dest: "d"}},
+		{in: "type=tar,dest=fs.tar", want: Output{Type: "tar", Dest: "fs.tar"}},
+		{in: "type=registry,dest=x", wantErr: "type must be oci, docker, local or tar"},
+		{in: "type=tar", wantErr: "dest is required"},
+		{in: "type=tar,dest=x,oops", wantErr: "is not key=value"},
+		{in: "type=tar,dest=x,name=y", wantErr: `unknown key "name"`},
+	}
+	for _, tc := range tests {
+		got, err := ParseOutput(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: err %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want || got.IsImage() != tc.image {
+			t.Errorf("%q: got %+v (image %v), %v; want %+v (image %v)", tc.in, got, got.IsImage(), err, tc.want, tc.image)
+		}
+	}
+}
+
 func TestParseSecret(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "tok")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {

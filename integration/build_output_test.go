@@ -14,7 +14,9 @@ import (
 )
 
 // TestBuildOutputs builds one image to each --output type, each time with
-// --iidfile, and reads every output back.
+// --iidfile, and reads every output back. Image outputs (oci, docker)
+// report the compressed image's digest; filesystem outputs (local, tar)
+// compress nothing and report the local image's, as a plain build does.
 func TestBuildOutputs(t *testing.T) {
 	needRoot(t)
 	root := t.TempDir()
@@ -25,11 +27,13 @@ func TestBuildOutputs(t *testing.T) {
 	})
 	const tag = "outputs-test"
 	out := t.TempDir()
+	rootfsFiles := map[string]string{"built.txt": "built\n", "hello.txt": "hello\n", "etc/group": "root:x:0:\nnogroup:x:65534:\n"}
 	tests := []struct {
 		typ, dest string
+		image     bool
 		check     func(t *testing.T, dest, iid string)
 	}{
-		{"oci", filepath.Join(out, "oci"), func(t *testing.T, dest, iid string) {
+		{"oci", filepath.Join(out, "oci"), true, func(t *testing.T, dest, iid string) {
 			img := readLayout(t, dest, tag)
 			validateLayout(t, dest)
 			if img.digest != iid {
@@ -45,11 +49,11 @@ func TestBuildOutputs(t *testing.T) {
 				}
 			}
 		}},
-		{"docker", filepath.Join(out, "image.tar"), func(t *testing.T, dest, iid string) {
+		{"docker", filepath.Join(out, "image.tar"), true, func(t *testing.T, dest, iid string) {
 			checkDockerArchive(t, dest, tag, 3)
 		}},
-		{"local", filepath.Join(out, "local"), func(t *testing.T, dest, iid string) {
-			for name, want := range map[string]string{"built.txt": "built\n", "hello.txt": "hello\n", "etc/group": "root:x:0:\nnogroup:x:65534:\n"} {
+		{"local", filepath.Join(out, "local"), false, func(t *testing.T, dest, iid string) {
+			for name, want := range rootfsFiles {
 				if got := readFile(t, filepath.Join(dest, name)); got != want {
 					t.Errorf("%s = %q, want %q", name, got, want)
 				}
@@ -63,7 +67,24 @@ func TestBuildOutputs(t *testing.T) {
 				}
 			}
 		}},
+		{"tar", filepath.Join(out, "rootfs.tar"), false, func(t *testing.T, dest, iid string) {
+			got := tarFiles(t, dest)
+			for name, want := range rootfsFiles {
+				if got[name] != want {
+					t.Errorf("%s in the tar = %q, want %q", name, got[name], want)
+				}
+			}
+			if got["bin/sh"] != "->busybox" {
+				t.Errorf("bin/sh in the tar = %q, want a symlink to busybox", got["bin/sh"])
+			}
+			if leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(dest), ".strata-*")); len(leftovers) > 0 {
+				t.Errorf("scratch files left beside the tar: %v", leftovers)
+			}
+		}},
 	}
+	plainIID := filepath.Join(t.TempDir(), "iid")
+	mustBuild(t, buildOpts{root: root, context: ctx, mirror: true, iidfile: plainIID})
+	plain := strings.TrimSpace(readFile(t, plainIID))
 	var digests []string
 	for _, tc := range tests {
 		t.Run(tc.typ, func(t *testing.T) {
@@ -74,12 +95,16 @@ func TestBuildOutputs(t *testing.T) {
 			if !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(iid) {
 				t.Fatalf("--iidfile has %q", iid)
 			}
-			digests = append(digests, iid)
+			if tc.image {
+				digests = append(digests, iid)
+			} else if iid != plain {
+				t.Errorf("type=%s reports %s, a build without outputs %s: want the local image", tc.typ, iid, plain)
+			}
 			tc.check(t, tc.dest, iid)
 		})
 	}
-	if len(slices.Compact(slices.Clone(digests))) != 1 {
-		t.Errorf("the same (cached) build gave different digests: %q", digests)
+	if len(slices.Compact(slices.Clone(digests))) != 1 || digests[0] == plain {
+		t.Errorf("image outputs of the same (cached) build gave digests %q (local image %s): want one, the compressed image's", digests, plain)
 	}
 }
 
@@ -228,5 +253,40 @@ func TestBuildCache(t *testing.T) {
 	}
 	if third.content["src.txt"] != "two\n" || third.iid == first.iid {
 		t.Errorf("after changing src.txt: /src.txt %q, digest %s (first %s)", third.content["src.txt"], third.iid, first.iid)
+	}
+}
+
+// tarFiles reads a tar file: regular files by content, symlinks as
+// "->TARGET", directories as "/".
+func tarFiles(t *testing.T, file string) map[string]string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading %s: %v", file, err)
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
+		switch h.Typeflag {
+		case tar.TypeSymlink:
+			out[name] = "->" + h.Linkname
+		case tar.TypeDir:
+			out[name] = "/"
+		default:
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = string(b)
+		}
 	}
 }

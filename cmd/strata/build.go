@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -157,10 +158,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	// Local images keep their new layers uncompressed in snapshots. An
-	// image that leaves the store is compressed as asked, and then that is
-	// the image the build reports and tags, so that --iidfile, the tags and
-	// the pushed or exported manifest agree.
-	if len(outs) > 0 || *push {
+	// image that leaves the store as an image (push, oci, docker) is
+	// compressed as asked, and then that is the image the build reports
+	// and tags, so that --iidfile, the tags and the pushed or exported
+	// manifest agree. A filesystem output (local, tar) needs no blobs.
+	if *push || slices.ContainsFunc(outs, builder.Output.IsImage) {
 		if img, err = b.Store().Compressed(ctx, img, o.Compression, o.CompressionLvl); err != nil {
 			return err
 		}
