@@ -181,11 +181,14 @@ func (r *run) info(msg string) {
 // empty one always, one with a layer only while its cache still has the
 // blob. One that cannot is a miss (the step runs), with a warning.
 func (r *run) remoteAvailable(ctx context.Context, rs remoteStep) bool {
-	if rs.layer == nil || rs.src.Available(ctx, r.b.store, rs.layer.Digest) {
+	if rs.layer == nil {
 		return true
 	}
-	r.info(fmt.Sprintf("WARNING: cache %s lists layer %s but does not have it; running the step", rs.src.Name, rs.layer.Digest))
-	return false
+	err := rs.src.Available(ctx, r.b.store, rs.layer.Digest)
+	if err != nil && ctx.Err() == nil {
+		r.info(fmt.Sprintf("WARNING: %v; running the step", err))
+	}
+	return err == nil
 }
 
 // applyRemote adds an imported step result to a state without fetching

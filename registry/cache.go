@@ -88,34 +88,36 @@ type CacheSource struct {
 	close   func()
 
 	mu    sync.Mutex
-	found map[v1.Hash]bool // answers of Available, asked once per blob
+	found map[v1.Hash]error // answers of Available, asked once per blob
 }
 
-// Available reports whether the blob d can be had: the store holds it or
-// the cache still serves it. A cache whose manifest outlived a blob (a
+// Available reports (nil) whether the blob d can be had: the store holds it
+// or the cache still serves it. A cache whose manifest outlived a blob (a
 // registry GC, a hand-pruned directory) must count as a miss for the step
 // that needs it, not fail the build when the layer is fetched.
-func (c *CacheSource) Available(ctx context.Context, s *Store, d v1.Hash) bool {
+func (c *CacheSource) Available(ctx context.Context, s *Store, d v1.Hash) error {
 	if s.HasBlob(d) {
-		return true
+		return nil
 	}
 	c.mu.Lock()
-	ok, asked := c.found[d]
+	err, asked := c.found[d]
 	c.mu.Unlock()
 	if asked {
-		return ok
+		return err
 	}
 	ok, err := c.exists(ctx, d)
-	if err != nil {
-		ok = false
+	if err == nil && !ok {
+		err = fmt.Errorf("cache %s lists blob %s but does not have it", c.Name, d)
+	} else if err != nil {
+		err = fmt.Errorf("cache %s: blob %s: %w", c.Name, d, err)
 	}
 	c.mu.Lock()
 	if c.found == nil {
-		c.found = map[v1.Hash]bool{}
+		c.found = map[v1.Hash]error{}
 	}
-	c.found[d] = ok
+	c.found[d] = err
 	c.mu.Unlock()
-	return ok
+	return err
 }
 
 // Close releases the source's connections.

@@ -93,11 +93,11 @@ func TestCacheSourceAvailable(t *testing.T) {
 			c := tc.open(t)
 			fresh := newStore(t) // holds neither blob
 			for range 2 {
-				if !c.Available(ctx, fresh, kept) {
-					t.Errorf("the kept layer %s is reported unavailable", kept)
+				if err := c.Available(ctx, fresh, kept); err != nil {
+					t.Errorf("the kept layer is reported unavailable: %v", err)
 				}
-				if c.Available(ctx, fresh, lost) {
-					t.Errorf("the lost layer %s is reported available", lost)
+				if err := c.Available(ctx, fresh, lost); err == nil || !strings.Contains(err.Error(), "does not have it") {
+					t.Errorf("the lost layer: %v, want \"does not have it\"", err)
 				}
 			}
 			if err := c.Fetch(ctx, fresh, kept); err != nil {
