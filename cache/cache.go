@@ -41,8 +41,8 @@ type Entry struct {
 	// Layer is set once the step's snapshot has been exported as a blob.
 	Layer *Layer `json:"layer,omitempty"`
 	// Clamped holds the layers made with SOURCE_DATE_EPOCH (mtimes
-	// clamped), by the epoch in unix seconds. gc does not hold them: a
-	// prune may drop one, and the next build hashes the snapshot again.
+	// clamped), by the epoch in unix seconds; gc holds them as it holds
+	// Layer.
 	Clamped map[string]Layer `json:"clamped,omitempty"`
 	History v1.History       `json:"history"`
 }

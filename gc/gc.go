@@ -11,7 +11,9 @@
 //	       blob can make again, so it stays while the image is tagged,
 //	       whatever the options; + blobs compressed from it (record.compressed)
 //	cache/entries/KEY.json -> snapshot (entry.Snapshot) and, once exported,
-//	                          a layer blob (entry.Layer.Digest, .DiffID) or,
+//	                          per layer (entry.Layer, and entry.Clamped's
+//	                          made with SOURCE_DATE_EPOCH) a blob (.Digest,
+//	                          .DiffID) or,
 //	                          for a lazy layer (digest == diffID, no blob
 //	                          file), diffs/DIFFID.json and its compressed
 //	                          blobs (not its snapshot: the entry's own is it)
@@ -37,6 +39,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-build/strata/cache"
 )
 
 // Category is where an item's space is accounted.
@@ -241,14 +245,15 @@ func newAnalysis(m *model) *analysis {
 				a.entryOf[k] = ei
 			}
 		}
-		h := a.entryBlob(ei)
-		if h != "" && a.blobOf[h] == nil {
-			a.blobOf[h] = ei
-		}
-		if ri := a.lazyRecord(h); ri != nil {
-			for _, c := range ri.compressed {
-				if a.blobOf[c] == nil {
-					a.blobOf[c] = ei
+		for _, h := range a.entryBlobs(ei) {
+			if a.blobOf[h] == nil {
+				a.blobOf[h] = ei
+			}
+			if ri := a.lazyRecord(h); ri != nil {
+				for _, c := range ri.compressed {
+					if a.blobOf[c] == nil {
+						a.blobOf[c] = ei
+					}
 				}
 			}
 		}
@@ -298,21 +303,37 @@ func (a *analysis) entrySnaps(ei *entryInfo) []string {
 			out = append(out, k)
 		}
 	}
-	if ei.e.Layer != nil {
-		if h := digestHex(ei.e.Layer.DiffID); h != "" {
+	for _, l := range entryLayers(ei) {
+		if h := digestHex(l.DiffID); h != "" {
 			out = append(out, h)
 		}
 	}
 	return out
 }
 
-// entryBlob returns the hex of an entry's exported layer digest (a blob,
-// or a lazy layer's diffID), or "".
-func (a *analysis) entryBlob(ei *entryInfo) string {
-	if ei.e.Layer == nil {
-		return ""
+// entryLayers lists an entry's exported layers: the plain one and those
+// made with SOURCE_DATE_EPOCH (by epoch, in order).
+func entryLayers(ei *entryInfo) []cache.Layer {
+	var out []cache.Layer
+	if ei.e.Layer != nil {
+		out = append(out, *ei.e.Layer)
 	}
-	return digestHex(ei.e.Layer.Digest)
+	for _, epoch := range sortedKeys(ei.e.Clamped) {
+		out = append(out, ei.e.Clamped[epoch])
+	}
+	return out
+}
+
+// entryBlobs returns the hex digests of an entry's exported layers (blobs,
+// or lazy layers' diffIDs).
+func (a *analysis) entryBlobs(ei *entryInfo) []string {
+	var out []string
+	for _, l := range entryLayers(ei) {
+		if h := digestHex(l.Digest); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // lazyRecord returns the record the store serves the layer digest h from:
@@ -378,17 +399,15 @@ func (a *analysis) held(live []*entryInfo, images bool) holding {
 		h.records[r] = true // its snapshot is whole and in h.snaps
 	}
 	for _, ei := range live {
-		if ri := a.lazyRecord(a.entryBlob(ei)); ri != nil && a.m.snapByKey[ri.snap] != nil && h.snaps[ri.snap] {
-			h.records[ri.hex] = true
+		for _, b := range a.entryBlobs(ei) {
+			h.blobs[b] = true
+			if ri := a.lazyRecord(b); ri != nil && a.m.snapByKey[ri.snap] != nil && h.snaps[ri.snap] {
+				h.records[ri.hex] = true
+			}
 		}
 	}
 	for b := range a.m.imageBlobs {
 		h.blobs[b] = true
-	}
-	for _, ei := range live {
-		if b := a.entryBlob(ei); b != "" {
-			h.blobs[b] = true
-		}
 	}
 	for r := range h.records {
 		for _, c := range a.m.recordOf[r].compressed {
@@ -975,8 +994,13 @@ func (c *collector) lru(ctx context.Context, live []*entryInfo) (keep, drop []*e
 				}
 			}
 		}
-		blobs := []string{c.entryBlob(ei)}
-		if ri := c.lazyRecord(blobs[0]); ri != nil {
+		var blobs []string
+		for _, b := range c.entryBlobs(ei) {
+			blobs = append(blobs, b)
+			ri := c.lazyRecord(b)
+			if ri == nil {
+				continue
+			}
 			if _, image := c.imageRecords[ri.hex]; !image {
 				if err := hold("record:"+ri.hex, ri.path); err != nil {
 					return nil, nil, err

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -423,5 +424,52 @@ func TestUsageLazyLayers(t *testing.T) {
 	}
 	if c.Reclaimed != r.Reclaimable {
 		t.Errorf("prune --all would free %d, du says %d reclaimable", c.Reclaimed, r.Reclaimable)
+	}
+}
+
+// TestCollectClampedLayers: the layer a SOURCE_DATE_EPOCH build made of a
+// step (entry.Clamped) stays, with its compressed blob, as long as the
+// entry does, and goes with it.
+func TestCollectClampedLayers(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key, plain := f.lazyStep("clamped", "body")
+	snap, ok := f.snaps.Get(key)
+	if !ok {
+		t.Fatal("step snapshot missing")
+	}
+	epoch := time.Unix(1, 0) // before every mtime: the tar differs
+	clamped, err := f.reg.RecordDiff(ctx, snap, &epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clamped.DiffID == plain.DiffID {
+		t.Fatal("the clamped layer has the plain layer's diffID")
+	}
+	gz := f.compress(clamped)
+	e, _, err := f.cache.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int64(1)
+	e.SetLayerFor(&one, cache.Layer{Digest: clamped.Digest.String(), DiffID: clamped.DiffID.String(), Size: clamped.Size, MediaType: string(clamped.MediaType)})
+	mustDo(t, f.cache.Put(e))
+
+	held := []string{recordRel(plain.DiffID), recordRel(clamped.DiffID), f.blobRel(gz.Digest), snapRel(key)}
+	if _, err := Collect(ctx, f.root, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range held {
+		if !f.exists(p) {
+			t.Errorf("plain prune removed %s, which the live entry holds", p)
+		}
+	}
+	if _, err := Collect(ctx, f.root, Options{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range held {
+		if f.exists(p) {
+			t.Errorf("prune --all kept %s", p)
+		}
 	}
 }
