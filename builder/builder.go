@@ -169,7 +169,28 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	for _, s := range plan.Stages {
 		g.Add(s, s.Deps...)
 	}
-	err = g.Run(ctx, o.Jobs, func(ctx context.Context, s *dockerfile.Stage) error {
+	// An imported cache can lose a blob after the lookup found it (a
+	// registry GC between the two). The build then runs again: every step
+	// done so far is in the local cache, and the steps that needed the lost
+	// blob are misses this time. Each pass loses a blob more, so the number
+	// of passes is bounded by the imported layers; a few is plenty.
+	const passes = 4
+	for pass := 1; ; pass++ {
+		img, err := r.buildPass(ctx, &g, plan.Target)
+		var lost *registry.BlobUnavailableError
+		if err == nil || pass == passes || !errors.As(err, &lost) || ctx.Err() != nil {
+			return img, err
+		}
+		r.info(fmt.Sprintf("WARNING: %v; building again without it", lost))
+		r.mu.Lock()
+		r.results = map[*dockerfile.Stage]*state{}
+		r.mu.Unlock()
+	}
+}
+
+// buildPass runs the stage graph, then writes the image and the caches.
+func (r *run) buildPass(ctx context.Context, g *dag.Graph[*dockerfile.Stage], target *dockerfile.Stage) (*registry.Image, error) {
+	err := g.Run(ctx, r.o.Jobs, func(ctx context.Context, s *dockerfile.Stage) error {
 		st, err := r.runStage(ctx, s)
 		if err != nil {
 			return err
@@ -182,11 +203,11 @@ func (b *Builder) Build(ctx context.Context, o Options) (*registry.Image, error)
 	if err != nil {
 		return nil, err
 	}
-	img, err := r.commitImage(ctx, r.results[plan.Target])
+	img, err := r.commitImage(ctx, r.results[target])
 	if err != nil {
 		return nil, err
 	}
-	if err := r.exportCaches(ctx, r.results[plan.Target]); err != nil {
+	if err := r.exportCaches(ctx, r.results[target]); err != nil {
 		return nil, err
 	}
 	return img, nil

@@ -173,6 +173,25 @@ func TestCacheMissingBlob(t *testing.T) {
 	if a, b := readFile(t, filepath.Join(outA, "two")), readFile(t, filepath.Join(outB, "two")); a != b {
 		t.Errorf("/two = %q, the cache has %q", b, a)
 	}
+
+	// A blob that is there at the lookup but cannot be fetched (here:
+	// damaged, so it fails verification) costs a second pass over the
+	// build, in which its step is a miss.
+	if err := os.WriteFile(blob(m.Layers[1].Digest), []byte("damaged"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outC := filepath.Join(t.TempDir(), "out")
+	r = mustBuild(t, buildOpts{root: t.TempDir(), context: ctx, mirror: true, outputs: []string{"type=local,dest=" + outC},
+		extra: []string{"--cache-from", "type=local,src=" + dir}})
+	if st := steps(t, r.stderr); st["Dockerfile:3"] != "DONE" {
+		t.Errorf("steps %v: want line 3 run again (its blob is damaged)", st)
+	}
+	if !strings.Contains(r.stderr, "building again without it") {
+		t.Errorf("no warning about the second pass:\n%s", r.stderr)
+	}
+	if a, c := readFile(t, filepath.Join(outA, "two")), readFile(t, filepath.Join(outC, "two")); a == c {
+		t.Errorf("/two is the cached %q: the step did not run again", a)
+	}
 }
 
 // TestBuildCompression checks --compression zstd for new layers, and that

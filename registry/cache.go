@@ -128,21 +128,49 @@ func (c *CacheSource) Close() {
 }
 
 // Fetch puts the blob d of the cache into the store (verified), unless the
-// store has it already.
+// store has it already. A blob the cache cannot give (gone, unreachable,
+// damaged) is a *BlobUnavailableError, and Available reports it from then
+// on, so that a build tried again treats the steps needing it as misses.
 func (c *CacheSource) Fetch(ctx context.Context, s *Store, d v1.Hash) error {
 	if s.HasBlob(d) {
 		return nil
 	}
+	err := c.fetchInto(ctx, s, d)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	lost := &BlobUnavailableError{Cache: c.Name, Digest: d, Err: err}
+	c.mu.Lock()
+	if c.found == nil {
+		c.found = map[v1.Hash]error{}
+	}
+	c.found[d] = lost
+	c.mu.Unlock()
+	return lost
+}
+
+func (c *CacheSource) fetchInto(ctx context.Context, s *Store, d v1.Hash) error {
 	rc, err := c.fetch(ctx, d)
 	if err != nil {
-		return fmt.Errorf("fetching %s from cache %s: %w", d, c.Name, err)
+		return err
 	}
 	defer rc.Close()
-	if _, _, err := s.WriteBlob(ctx, rc, &d); err != nil {
-		return fmt.Errorf("fetching %s from cache %s: %w", d, c.Name, err)
-	}
-	return nil
+	_, _, err = s.WriteBlob(ctx, rc, &d)
+	return err
 }
+
+// BlobUnavailableError is a blob an imported cache lists but cannot give.
+type BlobUnavailableError struct {
+	Cache  string
+	Digest v1.Hash
+	Err    error
+}
+
+func (e *BlobUnavailableError) Error() string {
+	return fmt.Sprintf("fetching %s from cache %s: %v", e.Digest, e.Cache, e.Err)
+}
+
+func (e *BlobUnavailableError) Unwrap() error { return e.Err }
 
 func parseCache(name string, rawM []byte, config func(d v1.Hash) ([]byte, error)) (*CacheSource, error) {
 	m, err := v1.ParseManifest(bytes.NewReader(rawM))

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -103,8 +104,9 @@ func TestCacheSourceAvailable(t *testing.T) {
 			if err := c.Fetch(ctx, fresh, kept); err != nil {
 				t.Errorf("fetching the kept layer: %v", err)
 			}
-			if err := c.Fetch(ctx, fresh, lost); err == nil {
-				t.Errorf("fetching the lost layer succeeded")
+			var bue *BlobUnavailableError
+			if err := c.Fetch(ctx, fresh, lost); !errors.As(err, &bue) || bue.Digest != lost {
+				t.Errorf("fetching the lost layer: %v, want a BlobUnavailableError for it", err)
 			}
 		})
 	}
