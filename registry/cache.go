@@ -111,13 +111,18 @@ func (c *CacheSource) Available(ctx context.Context, s *Store, d v1.Hash) error 
 	} else if err != nil {
 		err = fmt.Errorf("cache %s: blob %s: %w", c.Name, d, err)
 	}
+	c.remember(d, err)
+	return err
+}
+
+// remember records what Available answers for d from now on.
+func (c *CacheSource) remember(d v1.Hash, err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.found == nil {
 		c.found = map[v1.Hash]error{}
 	}
 	c.found[d] = err
-	c.mu.Unlock()
-	return err
 }
 
 // Close releases the source's connections.
@@ -140,12 +145,7 @@ func (c *CacheSource) Fetch(ctx context.Context, s *Store, d v1.Hash) error {
 		return err
 	}
 	lost := &BlobUnavailableError{Cache: c.Name, Digest: d, Err: err}
-	c.mu.Lock()
-	if c.found == nil {
-		c.found = map[v1.Hash]error{}
-	}
-	c.found[d] = lost
-	c.mu.Unlock()
+	c.remember(d, lost)
 	return lost
 }
 
